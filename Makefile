@@ -1,0 +1,37 @@
+# Every target sets itself up: `make test` on a fresh clone creates .venv and installs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+CONFIG ?= configs/cifar10.json
+ARGS   ?=
+
+.PHONY: install test train bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The test suite never touches the network.
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+
+# Single process here; for several GPUs or machines see the README (accelerate launch --config_file ...).
+train: $(STAMP)
+	$(BIN)/accelerate launch --num_processes 1 train.py --config $(CONFIG) $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/model_step.py
+	$(BIN)/python bench/augment.py
+	$(BIN)/python bench/pipeline.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
