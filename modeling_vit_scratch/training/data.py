@@ -1,0 +1,328 @@
+"""Images and labels as uint8/int64 tensors, from a Hub dataset, a local folder or the CIFAR-10 python archive.
+
+`load_image_data` finds the source `dataset.name` points at, decodes every image it needs ONCE into uint8
+(C, H, W) arrays (cached by `datasets`, so the next run skips the decoding), holds a seeded validation set out
+of the training split and measures the per-channel mean/std of what is left for training.
+"""
+
+import functools
+import inspect
+import io
+import os
+import pickle
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import datasets
+import numpy as np
+import PIL
+import PIL.Image
+import PIL.ImageOps
+import pyarrow as pa
+import torch
+
+from .config import ConfigError, DataArguments
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
+class DataError(ValueError):
+    """Bad data: the message says what is wrong and where (path, split, column, row)."""
+
+
+@dataclass
+class ImageSplit:
+    images: torch.Tensor  # uint8 (N, C, H, W), contiguous, CPU
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageData:
+    train: ImageSplit
+    validation: ImageSplit | None  # held out of train (`validation_size` images, seeded); None if size 0
+    test: ImageSplit | None  # None if `test_split` is None
+    class_names: list[str]  # index -> name
+    mean: tuple[float, ...]  # per-channel mean of the training images, in [0, 1] units
+    std: tuple[float, ...]  # per-channel (population) std, same
+
+
+@dataclass
+class _Source:
+    """One split before decoding: all its labels, and a way to decode any of its rows."""
+
+    where: str  # "dataset 'NAME', split 'SPLIT'", for messages
+    labels: np.ndarray  # int64 (N,)
+    class_names: list[str] | None
+    decode: Callable[[np.ndarray | None], np.ndarray]  # sorted rows (None = all) -> uint8 (rows, C, S, S)
+
+
+def load_image_data(args: DataArguments, image_size: int, num_channels: int,
+                    num_labels: int | None = None) -> ImageData:
+    """Load `args.name`'s train (and test) split as uint8 (N, num_channels, image_size, image_size) tensors.
+
+    Sources, tried in this order: a `save_to_disk` folder; the CIFAR-10 python version (`cifar-10-python.tar.gz`,
+    `cifar-10-batches-py/`, or a folder holding either); an image folder (ROOT/CLASS/* or ROOT/SPLIT/CLASS/*);
+    a local folder in the Hub layout or a Hub id. The validation set is `validation_size` rows drawn from the
+    train split with `validation_seed` (each part keeps the source's row order), then `max_train_samples` /
+    `max_eval_samples` keep the first rows of each part. Only the rows kept are decoded. Raises DataError for bad
+    data (the message names the source, split, column or row), ConfigError for a `num_channels` other than 1 or 3.
+    """
+    if num_channels not in (1, 3):
+        raise ConfigError(f"model.num_channels={num_channels!r} is invalid: images convert to 1 (L) or 3 (RGB)")
+    splits = _open(args)
+    train = _source(splits, args.train_split, "train_split", args, image_size, num_channels, num_labels)
+    test = None if args.test_split is None else _source(splits, args.test_split, "test_split", args, image_size,
+                                                        num_channels, num_labels)
+    n = len(train.labels)
+    if args.validation_size >= n:
+        raise DataError(f"dataset.validation_size={args.validation_size} must be smaller than the {n} images of "
+                        f"{train.where}")
+    order = np.random.RandomState(args.validation_seed).permutation(n)  # legacy RNG: stable across numpy versions
+    val_rows = np.sort(order[: args.validation_size])[: args.max_eval_samples]
+    train_rows = np.sort(order[args.validation_size:])[: args.max_train_samples]
+    needed = np.union1d(train_rows, val_rows)  # decode only these (all of them -> one cache for every seed)
+    images = train.decode(None if len(needed) == n else needed)  # (len(needed), C, S, S)
+    train_split = _split(images[np.searchsorted(needed, train_rows)], train.labels[train_rows])
+    validation = _split(images[np.searchsorted(needed, val_rows)], train.labels[val_rows]) if len(val_rows) else None
+    del images
+    test_split = None
+    if test is not None:
+        rows = np.arange(len(test.labels))[: args.max_eval_samples]
+        test_split = _split(test.decode(None if len(rows) == len(test.labels) else rows), test.labels[rows])
+
+    class_names = train.class_names
+    if class_names is None:  # plain integer labels
+        top = max(int(s.labels.max()) for s in (train, test) if s is not None)
+        class_names = [str(i) for i in range(num_labels if num_labels is not None else top + 1)]
+    mean, std = _mean_std(train_split.images)
+    return ImageData(train_split, validation, test_split, class_names, mean, std)
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
+    return ImageSplit(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)))
+
+
+def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std in [0, 1] units from 256-bin histograms (no float copy of the images)."""
+    values = np.arange(256, dtype=np.float64) / 255
+    means, stds = [], []
+    for channel in images.numpy().transpose(1, 0, 2, 3):  # (N, H, W) per channel
+        counts = np.bincount(channel.ravel(), minlength=256).astype(np.float64)
+        mean = float(counts @ values / counts.sum())
+        means.append(mean)
+        stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum())))
+    return tuple(means), tuple(stds)
+
+
+# ---------------------------------------------------------------- finding and opening the source
+
+
+def _open(args: DataArguments) -> dict[str, Any]:
+    """`args.name` -> {split name: datasets.Dataset or _Cifar}, trying each kind of source in turn."""
+    name = args.name
+    path = Path(os.path.expanduser(name))
+    if path.exists():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():  # save_to_disk
+            loaded = _load(name, "a save_to_disk folder", datasets.load_from_disk, str(path))
+            return loaded if isinstance(loaded, dict) else {"train": loaded}
+        cifar = _find_cifar(path)
+        if cifar is not None:
+            return _load_cifar(cifar, name)
+        if path.is_file():
+            raise DataError(f"dataset.name={name}: a file, but not a CIFAR-10 python archive ({CIFAR_ARCHIVE})")
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for pattern in ("*/*", "*/*/*") for p in path.glob(pattern)):
+            return _load(name, "an image folder", datasets.load_dataset, "imagefolder", data_dir=str(path),
+                         cache_dir=args.cache_dir)
+        return _load(name, "a folder, but not a save_to_disk folder, CIFAR-10 archive, image folder or Hub-layout "
+                     "dataset", datasets.load_dataset, str(path), revision=args.revision, cache_dir=args.cache_dir)
+    # Hub ids are "NAME" or "OWNER/NAME"; anything else path-like that is not there is a typo'd path.
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        raise DataError(f"dataset.name={name}: no such file or folder")
+    return _load(name, "not a local path, and loading it from the Hub failed", datasets.load_dataset, name,
+                 revision=args.revision, cache_dir=args.cache_dir)
+
+
+def _load(name: str, kind: str, loader: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`loader(*args, **kwargs)`, its failures turned into a DataError that says which source failed and why."""
+    try:
+        loaded = loader(*args, **kwargs)
+    except Exception as error:  # datasets raises many kinds of errors
+        raise DataError(f"dataset.name={name}: {kind}: {type(error).__name__}: {error}") from error
+    return loaded if isinstance(loaded, datasets.Dataset) else dict(loaded)
+
+
+def _source(splits: dict[str, Any], split: str, key: str, args: DataArguments, image_size: int,
+            num_channels: int, num_labels: int | None) -> _Source:
+    """Pick a split, find its columns, read and check its labels, and wrap its decoder."""
+    where = f"dataset {args.name!r}, split {split!r}"
+    if split not in splits:
+        raise DataError(f"dataset.{key}={split!r}: {args.name!r} has no such split; splits: {sorted(splits)}")
+    data = splits[split]
+    if isinstance(data, _Cifar):
+        decode = functools.partial(_decode_arrays, data.images, image_size, num_channels)
+        source = _Source(where, data.labels, data.class_names, decode)
+    else:
+        image_column = _column(data, args.image_column, ("img", "image"), "image", where)
+        label_column = _column(data, args.label_column, ("label", "labels"), "label", where)
+        if not isinstance(data.features[image_column], datasets.Image):
+            raise DataError(f"{where}: column {image_column!r} is {data.features[image_column]}, not an Image")
+        label_feature = data.features[label_column]
+        labels = data.with_format("arrow")[label_column]
+        if not pa.types.is_integer(labels.type) or labels.null_count:
+            raise DataError(f"{where}: label column {label_column!r} ({label_feature}) must hold an integer class "
+                            "per row, with no missing values")
+        names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
+        decode = functools.partial(_decode_dataset, data, image_column, where, image_size, num_channels)
+        source = _Source(where, labels.to_numpy().astype(np.int64), names, decode)
+    if len(source.labels) == 0:
+        raise DataError(f"{where}: the split is empty")
+    bad = np.flatnonzero((source.labels < 0) | (source.labels >= (num_labels or np.iinfo(np.int64).max)))
+    if len(bad):
+        allowed = f"[0, {num_labels})" if num_labels is not None else ">= 0"
+        raise DataError(f"{where}, row {bad[0]}: label {source.labels[bad[0]]} is outside {allowed} "
+                        f"({len(bad)} bad rows)")
+    return source
+
+
+def _column(data: datasets.Dataset, given: str | None, defaults: tuple[str, ...], what: str, where: str) -> str:
+    if given is not None and given not in data.column_names:
+        raise DataError(f"{where}: no column {given!r} (dataset.{what}_column); columns: {data.column_names}")
+    found = [given] if given is not None else [c for c in defaults if c in data.column_names]
+    if not found:
+        raise DataError(f"{where}: no {what} column (looked for {list(defaults)}); set dataset.{what}_column "
+                        f"to one of {data.column_names}")
+    return found[0]
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _to_chw(image: PIL.Image.Image, image_size: int, num_channels: int) -> np.ndarray:
+    """Any PIL image -> uint8 (C, S, S): converted to L/RGB, resized (bicubic) when its size differs."""
+    image = image.convert("L" if num_channels == 1 else "RGB")
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), PIL.Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)  # (S, S) or (S, S, 3)
+    return array[None] if num_channels == 1 else array.transpose(2, 0, 1)
+
+
+def _decode_batch(batch: dict[str, list], indices: list[int], column: str, where: str, image_size: int,
+                  num_channels: int, rows: list[int] | None, decoder: str) -> dict[str, np.ndarray]:
+    """`Dataset.map` function: undecoded Image values ({bytes, path}) -> "pixels" uint8 (B, C*S*S).
+
+    `rows[i]` is the source row of batch index i (None: the same); `decoder` is only part of map's cache key.
+    """
+    out = np.empty((len(indices), num_channels * image_size * image_size), dtype=np.uint8)
+    for k, (value, index) in enumerate(zip(batch[column], indices, strict=True)):
+        try:
+            data = value["bytes"]
+            if data is None:
+                data = Path(value["path"]).read_bytes()
+            with PIL.Image.open(io.BytesIO(data)) as image:
+                image.load()  # decodes now: truncated data fails here
+                out[k] = _to_chw(PIL.ImageOps.exif_transpose(image), image_size, num_channels).reshape(-1)
+        except Exception as error:
+            row = index if rows is None else rows[index]
+            raise DataError(f"{where}, row {row}: cannot decode column {column!r}: {type(error).__name__}: "
+                            f"{error}") from error
+    return {"pixels": out}
+
+
+def _decode_dataset(data: datasets.Dataset, column: str, where: str, image_size: int, num_channels: int,
+                    rows: np.ndarray | None) -> np.ndarray:
+    """Decode `rows` (None = all) of an Image column with one cached `map`; -> uint8 (rows, C, S, S)."""
+    data = data.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    if rows is not None:
+        data = data.select(rows)
+    size = num_channels * image_size * image_size
+    features = datasets.Features({"pixels": datasets.List(datasets.Value("uint8"), length=size)})
+    data = data.map(_decode_batch, with_indices=True, batched=True, remove_columns=[column], features=features,
+                    desc=f"Decoding {where}", fn_kwargs=dict(
+                        column=column, where=where, image_size=image_size, num_channels=num_channels,
+                        rows=None if rows is None else rows.tolist(), decoder=_decoder_version()))
+    pixels = data.with_format("arrow")["pixels"].combine_chunks().flatten()  # uint8 (rows * C * S * S,)
+    return np.array(pixels, dtype=np.uint8).reshape(-1, num_channels, image_size, image_size)
+
+
+def _decoder_version() -> str:
+    """datasets fingerprints a module's functions by name only: key the decoded cache on their source (and Pillow's
+    version, which can change resizing) so that changing the decoding never reuses stale arrays."""
+    return PIL.__version__ + inspect.getsource(_to_chw) + inspect.getsource(_decode_batch)
+
+
+def _decode_arrays(images: np.ndarray, image_size: int, num_channels: int, rows: np.ndarray | None) -> np.ndarray:
+    """Already-decoded uint8 (N, C, H, W) -> uint8 (rows, num_channels, S, S), via PIL only if the shape differs."""
+    images = images if rows is None else images[rows]
+    if images.shape[1:] == (num_channels, image_size, image_size):
+        return images
+    return np.stack([_to_chw(PIL.Image.fromarray(image.transpose(1, 2, 0)), image_size, num_channels)
+                     for image in images])
+
+
+# ---------------------------------------------------------------- CIFAR-10 python archive
+
+
+@dataclass
+class _Cifar:
+    images: np.ndarray  # uint8 (N, 3, 32, 32)
+    labels: np.ndarray  # int64 (N,)
+    class_names: list[str]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Loads only what CIFAR batches hold (dicts, lists, bytes, numpy arrays): a pickle cannot run code here."""
+
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+    ALLOWED |= {(m, n) for m in ("numpy.core.numeric", "numpy._core.numeric") for n in ("_frombuffer",)}
+    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("__builtin__", "bytes"),
+                ("builtins", "bytes"), ("__builtin__", "bytearray"), ("builtins", "bytearray")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _find_cifar(path: Path) -> Path | None:
+    """The CIFAR archive/folder `path` is or holds (the extracted folder first), or None."""
+    for candidate in (path, path / CIFAR_FOLDER, path / CIFAR_ARCHIVE):
+        if (candidate.is_dir() and (candidate / "batches.meta").is_file()) or (
+                candidate.is_file() and candidate.name.endswith((".tar.gz", ".tgz", ".tar"))):
+            return candidate
+    return None
+
+
+def _load_cifar(path: Path, name: str) -> dict[str, _Cifar]:
+    """Read data_batch_1..5 (train), test_batch (test) and batches.meta, from the folder or straight from the tar."""
+    try:
+        if path.is_dir():
+            files = {f: (path / f).read_bytes() for f in CIFAR_FILES}
+        else:
+            with tarfile.open(path) as tar:
+                members = {PurePosixPath(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                files = {f: tar.extractfile(members[f]).read() for f in CIFAR_FILES}
+        batches = {f: _CifarUnpickler(io.BytesIO(data), encoding="bytes").load() for f, data in files.items()}
+    except (OSError, KeyError, tarfile.TarError, pickle.UnpicklingError, EOFError) as error:
+        raise DataError(f"dataset.name={name}: cannot read the CIFAR-10 python batches from {path}: "
+                        f"{type(error).__name__}: {error}") from error
+    class_names = [n.decode() for n in batches["batches.meta"][b"label_names"]]
+
+    def split(*files: str) -> _Cifar:
+        images, labels = [], []
+        for f in files:
+            data = np.asarray(batches[f][b"data"], dtype=np.uint8)  # (N, 3072): R, G, B planes of 32 x 32
+            if data.ndim != 2 or data.shape[1] != 3072:
+                raise DataError(f"dataset.name={name}: {path}/{f}: data has shape {data.shape}, not (N, 3072)")
+            images.append(data.reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batches[f][b"labels"], dtype=np.int64))
+        return _Cifar(np.concatenate(images), np.concatenate(labels), class_names)
+
+    return {"train": split(*CIFAR_FILES[:5]), "test": split("test_batch")}
