@@ -36,7 +36,7 @@ class AugmentArguments:
 
     random_crop_padding: int = 4  # pad each side by this many pixels (reflect), crop back at random; 0 = off
     horizontal_flip: bool = True  # flip left-right with probability 0.5
-    randaugment_num_ops: int = 0  # RandAugment: random ops applied per image; 0 = off
+    randaugment_num_ops: int = 0  # RandAugment: ops per batch (kornia draws them per batch), 0..15; 0 = off
     randaugment_magnitude: int = 9  # RandAugment magnitude, 1..29 (kornia's RandAugment takes 0 < m < 30)
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup of pairs of images and their labels; 0 = off
     cutmix_alpha: float = 0.0  # Beta(alpha, alpha) cutmix; with mixup too, each batch picks one at random; 0 = off
@@ -49,6 +49,8 @@ class AugmentArguments:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, p + name, value,
                    "must be an integer >= 0")
+        _check(self.randaugment_num_ops <= 15, p + "randaugment_num_ops", self.randaugment_num_ops,
+               "must be in 0..15 (kornia's RandAugment has 15 ops)")
         _check(1 <= self.randaugment_magnitude <= 29, p + "randaugment_magnitude", self.randaugment_magnitude,
                "must be in 1..29 (kornia's RandAugment range, scaled by m / 30)")
         _check(isinstance(self.horizontal_flip, bool), p + "horizontal_flip", self.horizontal_flip,
