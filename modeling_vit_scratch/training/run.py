@@ -1,0 +1,141 @@
+"""One training run, end to end: validated experiment -> data -> model -> Trainer -> results in `output_dir`.
+
+`output_dir` ends with the final (best-on-validation) model in Hub format (safetensors, config with id2label
+and auto_map, the model's code, the image processor), `experiment.json` (the config as run),
+`all_results.json`, the model card `README.md` and its two plots; and the Hub repo too with `push_to_hub`.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from transformers import ViTImageProcessor, set_seed
+from transformers.image_utils import PILImageResampling
+
+from ..configuration_vit_scratch import ViTScratchConfig
+from ..modeling_vit_scratch import ViTScratchForImageClassification
+from .augment import BatchAugment
+from .config import ConfigError, Experiment
+from .data import ImageData, load_image_data
+from .metrics import build_compute_metrics
+from .report import confusion_matrix, plot_confusion_matrix, plot_training_curves, write_json, write_model_card
+from .trainer import DeviceImageDataset, ViTScratchTrainer, latest_complete_checkpoint
+
+logger = logging.getLogger("vit_scratch")
+
+EXPERIMENT_FILE = "experiment.json"
+
+
+def check_output_dir(experiment: Experiment, resume: bool) -> Path | None:
+    """Refuse to mix runs: a fresh run needs an empty folder; a resumed one the same model. Returns the checkpoint."""
+    output_dir = Path(experiment.training.output_dir)
+    saved = output_dir / EXPERIMENT_FILE
+    if not resume:
+        if output_dir.exists() and any(output_dir.iterdir()):
+            raise ConfigError(f"training.output_dir={str(output_dir)!r} already holds files (another run?); "
+                              "pass --resume to continue that run, or choose an empty folder")
+        return None
+    checkpoint = latest_complete_checkpoint(output_dir)
+    if checkpoint is None:
+        raise ConfigError(f"--resume: no complete checkpoint in training.output_dir={str(output_dir)!r}")
+    if saved.is_file() and json.loads(saved.read_text()).get("model") != experiment.raw["model"]:
+        raise ConfigError(f"--resume: {checkpoint} was trained with another model section; "
+                          f"see {saved} for the one it was trained with")
+    return checkpoint
+
+
+def build_model_config(experiment: Experiment, data: ImageData) -> ViTScratchConfig:
+    model_kwargs = dict(experiment.model)
+    expected = model_kwargs.pop("num_labels", None)
+    if expected is not None and expected != len(data.class_names):
+        raise ConfigError(f"model.num_labels={expected} but the data has {len(data.class_names)} classes")
+    id2label = dict(enumerate(data.class_names))
+    return ViTScratchConfig(**model_kwargs, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+
+
+def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImageProcessor:
+    """What `pipeline` and users apply to a PIL image: resize to the model's size, scale, normalise by the data."""
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": config.image_size, "width": config.image_size},
+        resample=PILImageResampling.BICUBIC,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(data.mean),
+        image_std=list(data.std),
+    )
+
+
+def train_and_evaluate(experiment: Experiment, resume: bool = False) -> dict:
+    args = experiment.training
+    checkpoint = check_output_dir(experiment, resume)
+    if args.eval_strategy != "no" and experiment.dataset.validation_size == 0:
+        raise ConfigError("dataset.validation_size=0 leaves nothing to evaluate on: set training.eval_strategy='no' "
+                          "and training.load_best_model_at_end=false, or hold out a validation split")
+
+    set_seed(args.seed)
+    model_defaults = ViTScratchConfig(**{k: v for k, v in experiment.model.items() if k != "num_labels"})
+    data = load_image_data(experiment.dataset, model_defaults.image_size, model_defaults.num_channels,
+                           experiment.model.get("num_labels"))
+    config = build_model_config(experiment, data)
+    set_seed(args.seed)  # right before the weights are drawn, so a resumed run rebuilds the same model
+    model = ViTScratchForImageClassification(config)
+
+    trainer = ViTScratchTrainer(
+        model=model,
+        args=args,
+        train_dataset=DeviceImageDataset(data.train),
+        eval_dataset=DeviceImageDataset(data.validation) if data.validation is not None else None,
+        processing_class=build_image_processor(config, data),
+        compute_metrics=build_compute_metrics(),
+        augment=BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
+                             label_smoothing=args.label_smoothing_factor),
+    )
+    output_dir = Path(args.output_dir)
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
+
+    start = time.perf_counter()
+    train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    results = {f"train_{k.removeprefix('train_')}": v for k, v in train_result.metrics.items()}
+    results["train_wall_seconds"] = time.perf_counter() - start
+    if data.validation is not None:
+        results.update(trainer.evaluate(metric_key_prefix="eval"))
+    test = None
+    if data.test is not None:
+        test = trainer.predict(DeviceImageDataset(data.test).to(args.device), metric_key_prefix="test")
+        results.update(test.metrics)
+    results.update(world_size=args.world_size, num_parameters=model.num_parameters(), seed=args.seed,
+                   train_images=len(data.train.labels))
+
+    trainer.save_model()  # the final model: best on validation when load_best_model_at_end
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        write_report(output_dir, trainer, experiment, data, results, test)
+    if args.push_to_hub:
+        trainer.push_to_hub(commit_message="End of training")
+    return results
+
+
+def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Experiment, data: ImageData,
+                 results: dict, test) -> None:
+    write_json(output_dir / "all_results.json", results)
+    plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+    if test is not None:
+        predictions = test.predictions[0] if isinstance(test.predictions, tuple) else test.predictions
+        matrix = confusion_matrix(predictions.argmax(-1), test.label_ids, len(data.class_names))
+        plot_confusion_matrix(matrix, data.class_names, output_dir / "confusion_matrix.png")
+    write_model_card(
+        output_dir / "README.md",
+        model_name=trainer.args.hub_model_id or output_dir.name,
+        results=results,
+        config=experiment.raw,
+        class_names=data.class_names,
+        repo_id=trainer.args.hub_model_id,
+        curves_png="training_curves.png",
+        confusion_png="confusion_matrix.png",
+    )
+
