@@ -68,7 +68,8 @@ def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImage
     )
 
 
-def train_and_evaluate(experiment: Experiment, resume: bool = False) -> dict:
+def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: tuple = ()) -> dict:
+    """Train, evaluate on validation and test, save and report; `callbacks` are extra TrainerCallbacks."""
     args = experiment.training
     checkpoint = check_output_dir(experiment, resume)
     if args.eval_strategy != "no" and experiment.dataset.validation_size == 0:
@@ -92,8 +93,12 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False) -> dict:
         compute_metrics=build_compute_metrics(),
         augment=BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
                              label_smoothing=args.label_smoothing_factor),
+        callbacks=list(callbacks),
     )
     output_dir = Path(args.output_dir)
+    # Every process checks output_dir (check_output_dir) before the first one writes into it: without this barrier
+    # a slower rank of a multi-process launch finds rank 0's experiment.json and refuses to start.
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXPERIMENT_FILE, experiment.raw)

@@ -1,0 +1,148 @@
+"""Time to accuracy: train a config under a wall-clock budget; when did validation accuracy cross each threshold?
+
+    python bench/time_to_accuracy.py --config configs/cifar10_cpu.json --dataset ../shared/datasets/cifar10 \
+        --budget-minutes 10 [--seeds 0 1 2] [--eval-every 200] [--record]
+
+The clock starts when training starts (data decoding is cached and excluded; it is printed apart). Training
+stops at the budget even if the config asks for more epochs, then the test split is evaluated once. With
+several seeds it prints mean +- std. `--record` appends the result to bench/results.json and rewrites the
+README's results table from that file, so the table holds only what this script measured.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from modeling_vit_scratch.training.config import apply_overrides, build_experiment, read_config_file  # noqa: E402
+from modeling_vit_scratch.training.run import train_and_evaluate  # noqa: E402
+
+THRESHOLDS = (0.30, 0.40, 0.50, 0.55, 0.60, 0.70, 0.80, 0.90)
+RESULTS = REPO / "bench" / "results.json"
+README = REPO / "README.md"
+TABLE_START, TABLE_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+class Budget(TrainerCallback):
+    """Stops training at the budget and records (seconds, step, validation accuracy) after every evaluation."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start, self.curve = seconds, None, []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.elapsed() >= self.seconds:
+            control.should_training_stop = True
+            control.should_evaluate = True  # the final point of the curve
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_accuracy" in metrics and self.start is not None:
+            self.curve.append((self.elapsed(), state.global_step, metrics["eval_accuracy"]))
+
+
+def run_once(config: dict, seed: int, budget_s: float) -> dict:
+    experiment = build_experiment(config, seed=seed)
+    budget = Budget(budget_s)
+    wall = time.perf_counter()
+    results = train_and_evaluate(experiment, callbacks=(budget,))
+    wall = time.perf_counter() - wall
+    crossed = {t: next(((s, step) for s, step, acc in budget.curve if acc >= t), None) for t in THRESHOLDS}
+    return {"seed": seed, "curve": budget.curve, "crossed": crossed, "test_accuracy": results["test_accuracy"],
+            "train_seconds": budget.curve[-1][0] if budget.curve else None, "wall_seconds": wall,
+            "images_per_second": results.get("train_samples_per_second")}
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_readme_table(rows: list[dict]) -> None:
+    lines = [TABLE_START, "| config | test accuracy (mean ± std) | seeds | budget | train time | hardware | commit |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| `{row['config']}` | {row['mean'] * 100:.2f}% ± {row['std'] * 100:.2f} | "
+                     f"{', '.join(map(str, row['seeds']))} | {row['budget_minutes']:g} min | "
+                     f"{row['train_seconds_mean'] / 60:.1f} min | {row['hardware']} | {row['commit']} |")
+    lines.append(TABLE_END)
+    text = README.read_text()
+    start, end = text.index(TABLE_START), text.index(TABLE_END) + len(TABLE_END)
+    README.write_text(text[:start] + "\n".join(lines) + text[end:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--dataset", help="dataset.name override, e.g. ../shared/datasets/cifar10")
+    parser.add_argument("--budget-minutes", type=float, default=10.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the config's strategy)")
+    parser.add_argument("--record", action="store_true", help="append to bench/results.json and the README table")
+    args = parser.parse_args()
+
+    config, _ = read_config_file(args.config)
+    overrides = [("training.save_strategy", "no"), ("training.load_best_model_at_end", "false")]
+    if args.dataset:
+        overrides.append(("dataset.name", args.dataset))
+    if args.eval_every:
+        overrides += [("training.eval_strategy", "steps"), ("training.eval_steps", str(args.eval_every))]
+    runs = []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as out:
+            seeded = apply_overrides(config, overrides + [("training.output_dir", out)])
+            result = run_once(seeded, seed, args.budget_minutes * 60)
+        runs.append(result)
+        print(f"\nseed {seed}: test accuracy {result['test_accuracy']:.4f}, trained {result['train_seconds']:.0f} s, "
+              f"{result['images_per_second']:.0f} img/s, wall {result['wall_seconds']:.0f} s")
+        print("  validation accuracy crossed:")
+        for threshold, hit in result["crossed"].items():
+            when = f"{hit[0]:7.1f} s (step {hit[1]})" if hit else "    not reached"
+            print(f"    {threshold:4.0%}  {when}")
+        print("  curve (s, step, val acc): " + ", ".join(f"({s:.0f}, {st}, {a:.3f})" for s, st, a in result["curve"]))
+
+    accuracies = [r["test_accuracy"] for r in runs]
+    mean, std = statistics.mean(accuracies), statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    print(f"\n{args.config}: test accuracy {mean:.4f} ± {std:.4f} over seeds {args.seeds} "
+          f"(budget {args.budget_minutes:g} min, {hardware()}, commit {commit()})")
+    if args.record:
+        rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+        row = {"config": args.config, "mean": mean, "std": std, "seeds": args.seeds,
+               "budget_minutes": args.budget_minutes, "hardware": hardware(), "commit": commit(),
+               "train_seconds_mean": statistics.mean(r["train_seconds"] for r in runs),
+               "runs": [{k: r[k] for k in ("seed", "test_accuracy", "train_seconds", "curve")} for r in runs]}
+        rows = [r for r in rows if (r["config"], r["hardware"]) != (row["config"], row["hardware"])] + [row]
+        RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
+        write_readme_table(rows)
+
+
+if __name__ == "__main__":
+    main()
