@@ -35,7 +35,9 @@ class ViTScratchPatchEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.shape[1] != self.num_channels:
-            raise ValueError(f"pixel_values has {pixel_values.shape[1]} channels; the model expects {self.num_channels}")
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels; the model expects {self.num_channels}"
+            )
         return self.projection(pixel_values).flatten(2).transpose(1, 2)  # (B, D, H/P, W/P) -> (B, N, D)
 
 
@@ -48,7 +50,8 @@ class ViTScratchEmbeddings(nn.Module):
         self.patch_size = config.patch_size
         self.patch_embeddings = ViTScratchPatchEmbeddings(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.position_embeddings = nn.Parameter(torch.zeros(1, self.patch_embeddings.num_patches + 1, config.hidden_size))
+        num_tokens = self.patch_embeddings.num_patches + 1
+        self.position_embeddings = nn.Parameter(torch.zeros(1, num_tokens, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
@@ -151,7 +154,8 @@ class ViTScratchDropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return hidden_states
         keep_prob = 1.0 - self.drop_prob
-        mask = hidden_states.new_empty((hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)).bernoulli_(keep_prob)
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)  # one draw per sample: (B, 1, 1)
+        mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
         return hidden_states * mask / keep_prob
 
     def extra_repr(self) -> str:
@@ -271,7 +275,9 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     logits = logits.float()  # the loss in fp32 also under autocast
     if labels.is_floating_point():
         if labels.shape != logits.shape:
-            raise ValueError(f"soft labels must have shape {tuple(logits.shape)} (batch, num_labels), got {tuple(labels.shape)}")
+            raise ValueError(
+                f"soft labels must have shape {tuple(logits.shape)} (batch, num_labels), got {tuple(labels.shape)}"
+            )
         return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"integer labels must have shape ({logits.shape[0]},) (batch,), got {tuple(labels.shape)}")

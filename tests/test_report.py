@@ -95,7 +95,8 @@ def read_card(path):
 @pytest.mark.parametrize("repo_id", ["someone/vit-scratch-cifar10", None])
 def test_model_card(tmp_path, repo_id):
     folder = tmp_path / "vit-cifar10"
-    write_model_card(folder, model_name="vit-scratch-cifar10", results=RESULTS, config=CONFIG, class_names=CLASSES,
+    write_model_card(folder, model_name="vit-scratch-cifar10", results=RESULTS, config=CONFIG,
+                     dataset_name="uoft-cs/cifar10", class_names=CLASSES,
                      repo_id=repo_id, curves_png="training_curves.png", confusion_png="confusion_matrix.png")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md"]
     meta, body = read_card(folder / "README.md")
@@ -123,10 +124,12 @@ def test_model_card(tmp_path, repo_id):
 def test_model_card_without_test_split(tmp_path):
     path = tmp_path / "card" / "README.md"
     results = {k: v for k, v in RESULTS.items() if not k.startswith("test_")}
-    write_model_card(path, model_name="m", results=results, config=CONFIG, class_names=CLASSES, repo_id=None,
+    write_model_card(path, model_name="m", results=results, config=CONFIG, dataset_name=str(tmp_path),
+                     class_names=CLASSES, repo_id=None,
                      curves_png="a.png", confusion_png="b.png")
     meta, body = read_card(path)
     assert meta["model-index"][0]["results"][0]["dataset"]["split"] == "validation"
+    assert "datasets" not in meta  # a local path is no Hub dataset id
     assert "Test accuracy" not in body and 'from_pretrained("card", trust_remote_code=True)' in body
 
 

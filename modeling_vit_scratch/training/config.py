@@ -148,6 +148,8 @@ TRAINING_RANGES = {
 FORBIDDEN_KEYS = {
     "training.hub_token": "a token never goes into a config file; use HF_TOKEN or `hf auth login`",
     "training.dataloader_num_workers": "the images live on the training device; there is nothing for workers to do",
+    "training.enable_jit_checkpoint": "SIGTERM already saves a checkpoint at the end of the current step and stops "
+                                      "(synchronised across processes, resumable exactly); see trainer.py",
 }
 
 
@@ -301,7 +303,8 @@ def build_experiment(config: dict, seed: int | None = None) -> Experiment:
     """Validate every section and build the argument objects. Raises ConfigError before any data is touched."""
     for section in config:
         if section not in SECTIONS:
-            raise ConfigError(f"unknown section {section!r}{_closest(section, SECTIONS)} (allowed: {', '.join(SECTIONS)})")
+            raise ConfigError(
+                f"unknown section {section!r}{_closest(section, SECTIONS)} (allowed: {', '.join(SECTIONS)})")
     config = {section: copy.deepcopy(config.get(section, {})) for section in SECTIONS}
     if seed is not None:
         config["training"]["seed"] = seed

@@ -74,23 +74,25 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     _save(fig, path)
 
 
-def write_model_card(path: PathLike, *, model_name: str, results: dict, config: dict, class_names: list[str],
-                     repo_id: str | None, curves_png: str, confusion_png: str) -> None:
+def write_model_card(path: PathLike, *, model_name: str, results: dict, config: dict, dataset_name: str,
+                     class_names: list[str], repo_id: str | None, curves_png: str, confusion_png: str) -> None:
     """Write README.md (`path` is the file, or the model folder): Hub metadata, results, figures, config, usage."""
     path = Path(path)
     if path.suffix.lower() != ".md":
         path = path / "README.md"
     repo = repo_id or path.resolve().parent.name
-    dataset = config["dataset"]["name"]
+    dataset = dataset_name
+    on_hub = not Path(dataset).expanduser().exists()  # a local path means nothing to the Hub's metadata
     metadata = {"library_name": "transformers", "pipeline_tag": "image-classification",
                 "tags": ["image-classification", "vision-transformer", "vit_scratch", "custom_code"],
-                "datasets": [dataset], "metrics": ["accuracy"]}
+                **({"datasets": [dataset]} if on_hub else {}), "metrics": ["accuracy"]}
     for split, prefix in (("test", "test_"), ("validation", "eval_")):  # the test result; validation if none
         if f"{prefix}accuracy" in results:
             metric = {"type": "accuracy", "value": float(results[f"{prefix}accuracy"]), "name": f"{split} accuracy"}
             metadata["model-index"] = [{"name": model_name, "results": [{
                 "task": {"type": "image-classification", "name": "Image Classification"},
-                "dataset": {"name": dataset, "type": dataset, "split": split},
+                "dataset": {"name": dataset if on_hub else Path(dataset).name, "type": dataset if on_hub else "local",
+                            "split": split},
                 "metrics": [metric]}]}]
             break
     rows = "\n".join(f"| {_label(key)} | {_format(value)} |" for key, value in sorted(results.items()))
