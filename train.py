@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("INI %s", line)
         experiment = build_experiment(apply_overrides(config, overrides), seed=args.seed)
         from modeling_vit_scratch.training.run import train_and_evaluate  # heavy imports after validation
+        from modeling_vit_scratch.training.trainer import TrainingStopped
 
-        results = train_and_evaluate(experiment, resume=args.resume)
+        try:
+            results = train_and_evaluate(experiment, resume=args.resume)
+        except TrainingStopped as err:  # NaN/inf loss (1), SIGTERM after its checkpoint (143)
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

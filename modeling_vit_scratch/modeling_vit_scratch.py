@@ -196,6 +196,28 @@ class ViTScratchPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' `from_pretrained`, but strict about missing weights.
+
+        transformers (5.x) raises on shape mismatches (unless `ignore_mismatched_sizes=True`) but only *warns* when
+        the checkpoint lacks some of the model's weights, and initialises them at random: a damaged checkpoint would
+        load as a silently different model. Here any missing weight is an error, except a classification head
+        missing as a whole (a `ViTScratchModel` backbone loaded into `ViTScratchForImageClassification`).
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = set(info["missing_keys"])
+        head = {name for name in model.state_dict() if not name.startswith(f"{cls.base_model_prefix}.")}
+        if head and missing & head == head and cls.base_model_prefix and hasattr(model, cls.base_model_prefix):
+            missing -= head  # a backbone checkpoint: the new head is initialised, as transformers warns
+        if missing:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise OSError(f"{source}: the checkpoint lacks {len(missing)} of {type(model).__name__}'s weights "
+                          f"({', '.join(sorted(missing)[:5])}{', ...' if len(missing) > 5 else ''}); refusing to "
+                          "initialise them at random")
+        return (model, info) if want_info else model
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         """Truncated-normal weights, zero biases, unit norms; `init.*` respects weights that were loaded."""

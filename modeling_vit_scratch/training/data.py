@@ -155,7 +155,11 @@ def _load(name: str, kind: str, loader: Callable[..., Any], *args: Any, **kwargs
     try:
         loaded = loader(*args, **kwargs)
     except Exception as error:  # datasets raises many kinds of errors
-        raise DataError(f"dataset.name={name}: {kind}: {type(error).__name__}: {error}") from error
+        root = error
+        while root.__cause__ is not None:  # e.g. DatasetGenerationError hides the file's own error
+            root = root.__cause__
+        detail = f" (caused by {type(root).__name__}: {root})" if root is not error else ""
+        raise DataError(f"dataset.name={name}: {kind}: {type(error).__name__}: {error}{detail}") from error
     return loaded if isinstance(loaded, datasets.Dataset) else dict(loaded)
 
 
@@ -184,6 +188,10 @@ def _source(splits: dict[str, Any], split: str, key: str, args: DataArguments, i
         source = _Source(where, labels.to_numpy().astype(np.int64), names, decode)
     if len(source.labels) == 0:
         raise DataError(f"{where}: the split is empty")
+    if num_labels is not None and source.class_names is not None and len(source.class_names) != num_labels:
+        raise DataError(f"{where}: model.num_labels={num_labels}, but the dataset has {len(source.class_names)} "
+                        f"classes ({', '.join(source.class_names)}); remove model.num_labels or set it to "
+                        f"{len(source.class_names)}")
     bad = np.flatnonzero((source.labels < 0) | (source.labels >= (num_labels or np.iinfo(np.int64).max)))
     if len(bad):
         allowed = f"[0, {num_labels})" if num_labels is not None else ">= 0"

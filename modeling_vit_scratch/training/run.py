@@ -20,7 +20,7 @@ from .config import ConfigError, Experiment
 from .data import ImageData, load_image_data
 from .metrics import build_compute_metrics
 from .report import confusion_matrix, plot_confusion_matrix, plot_training_curves, write_json, write_model_card
-from .trainer import DeviceImageDataset, ViTScratchTrainer, latest_complete_checkpoint
+from .trainer import DeviceImageDataset, Preempted, ViTScratchTrainer, checkpoint_mismatch, latest_complete_checkpoint
 
 logger = logging.getLogger("vit_scratch")
 
@@ -36,12 +36,21 @@ def check_output_dir(experiment: Experiment, resume: bool) -> Path | None:
             raise ConfigError(f"training.output_dir={str(output_dir)!r} already holds files (another run?); "
                               "pass --resume to continue that run, or choose an empty folder")
         return None
-    checkpoint = latest_complete_checkpoint(output_dir)
+    checkpoint = latest_complete_checkpoint(output_dir, log=True)
+    same_model = not saved.is_file() or json.loads(saved.read_text()).get("model") == experiment.raw["model"]
     if checkpoint is None:
+        # This run started here but was killed before its first checkpoint was complete: continuing it is
+        # starting it again (else a requeued job that always passes --resume could never get going again).
+        finished = any((output_dir / name).exists() for name in ("all_results.json", "model.safetensors"))
+        if saved.is_file() and same_model and not finished:
+            logger.warning("--resume: %s holds no complete checkpoint yet (the run stopped before its first one); "
+                           "starting from step 0", output_dir)
+            return None
         raise ConfigError(f"--resume: no complete checkpoint in training.output_dir={str(output_dir)!r}")
-    if saved.is_file() and json.loads(saved.read_text()).get("model") != experiment.raw["model"]:
+    if not same_model:
         raise ConfigError(f"--resume: {checkpoint} was trained with another model section; "
                           f"see {saved} for the one it was trained with")
+    logger.info("--resume: continuing from %s", checkpoint)
     return checkpoint
 
 
@@ -83,6 +92,8 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     config = build_model_config(experiment, data)
     set_seed(args.seed)  # right before the weights are drawn, so a resumed run rebuilds the same model
     model = ViTScratchForImageClassification(config)
+    if checkpoint is not None and (problem := checkpoint_mismatch(model, checkpoint)):
+        raise ConfigError(f"--resume: {checkpoint} holds another model's weights ({problem})")
 
     trainer = ViTScratchTrainer(
         model=model,
@@ -105,6 +116,9 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
 
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if trainer.preempted_at is not None:  # no final model, card or push: the run is not finished
+        raise Preempted(f"SIGTERM: saved {output_dir / f'checkpoint-{trainer.preempted_at}'} at step "
+                        f"{trainer.preempted_at} and stopped; continue with --resume")
     results = {f"train_{k.removeprefix('train_')}": v for k, v in train_result.metrics.items()}
     results["train_wall_seconds"] = time.perf_counter() - start
     if data.validation is not None:
@@ -138,6 +152,7 @@ def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Exper
         model_name=trainer.args.hub_model_id or output_dir.name,
         results=results,
         config=experiment.raw,
+        dataset_name=experiment.dataset.name,
         class_names=data.class_names,
         repo_id=trainer.args.hub_model_id,
         curves_png="training_curves.png",

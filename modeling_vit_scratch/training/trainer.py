@@ -10,19 +10,28 @@
   assumes integer labels, which mixup/cutmix replace), so evaluation losses are plain cross-entropy.
 - Every Hub push carries the model's code files; the model card is ours (`report.py`), never the automatic one.
 - A non-finite loss stops training, naming the step, before any checkpoint of it is written.
+- SIGTERM (preemption) saves a checkpoint at the end of the current optimizer step and stops; `preempted_at`
+  then says at which step, so that the caller does not finish the run as if it were done.
 """
 
+import contextlib
 import json
+import logging
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .augment import BatchAugment
 from .data import ImageSplit
+
+logger = logging.getLogger("vit_scratch")
 
 NO_DECAY_SUFFIXES = ("bias", "cls_token", "position_embeddings")
 
@@ -54,8 +63,20 @@ def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-class NonFiniteLossError(RuntimeError):
+class TrainingStopped(RuntimeError):
+    """Training ended before its last step; `exit_code` is what `train.py` exits with."""
+
+    exit_code = 1
+
+
+class NonFiniteLossError(TrainingStopped):
     pass
+
+
+class Preempted(TrainingStopped):
+    """SIGTERM: a checkpoint was saved and training stopped; the run continues with --resume."""
+
+    exit_code = 128 + signal.SIGTERM  # 143, the status of a process ended by SIGTERM
 
 
 class NonFiniteLossCallback(TrainerCallback):
@@ -68,6 +89,66 @@ class NonFiniteLossCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_log or control.should_save or control.should_evaluate or control.should_training_stop:
             self.trainer.raise_if_nonfinite()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # save_strategy/eval_strategy "epoch" set should_save/should_evaluate here, not at the step's end.
+        if control.should_log or control.should_save or control.should_evaluate:
+            self.trainer.raise_if_nonfinite()
+
+
+def _any_process(flag: bool, group=None) -> bool:
+    """True on every process when `flag` is true on any of them (a no-op without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
+    return bool(value.item())
+
+
+class PreemptionCallback(TrainerCallback):
+    """SIGTERM -> a checkpoint at the end of the current optimizer step, then the training loop stops.
+
+    The signal handler only sets a flag; at every step end the flag is OR-ed across processes (one tiny CPU
+    all-reduce, over gloo also when training runs on NCCL: no device sync), so that all processes stop at the
+    same step and save one consistent checkpoint through the Trainer's normal save path: resuming from it is
+    exactly like resuming from a periodic checkpoint. `stopped_at` is the step of that checkpoint.
+    (transformers' `enable_jit_checkpoint` is not used: it waits 3 s, can save between backward and optimizer
+    step, with the RNG already advanced, decides per process, and lets `train()` return as if done.)
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._group = None
+
+    def _on_sigterm(self, signum, frame):
+        self.requested = True  # nothing else here: a signal handler may interrupt logging or I/O
+
+    @contextlib.contextmanager
+    def handling_sigterm(self):
+        """Install the SIGTERM handler for the duration of `train()` (only the main thread can)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.requested, self.stopped_at = False, None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and self._group is None:
+            # A CPU group for the flag: the default group may be NCCL, which cannot reduce CPU tensors.
+            self._group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if _any_process(self.requested, self._group):
+            logger.warning("SIGTERM: saving checkpoint-%d and stopping", state.global_step)
+            self.requested = True
+            self.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
 
 
 class ViTScratchTrainer(Trainer):
@@ -82,6 +163,26 @@ class ViTScratchTrainer(Trainer):
         self.label_smoother = None  # folded into the augmentation's soft targets (see the module docstring)
         self._first_nonfinite_step = torch.tensor(-1, device=device)
         self.add_callback(NonFiniteLossCallback(self))
+        self.preemption = PreemptionCallback()
+        self.add_callback(self.preemption)
+
+    @property
+    def preempted_at(self) -> int | None:
+        """The step of the checkpoint saved on SIGTERM, if the last `train()` stopped because of one."""
+        return self.preemption.stopped_at
+
+    def train(self, *args, **kwargs):
+        with self.preemption.handling_sigterm():
+            return super().train(*args, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the final checkpoint (a run stopped during its final evaluation/save, or preempted at its
+        # last step): transformers 5.23 would still enter the epoch and train one step past max_steps whenever
+        # max_steps is not a multiple of the epoch length.
+        if self.state.global_step >= self.state.max_steps > 0:
+            self.control.should_training_stop = True
+            return
+        return super()._run_epoch(*args, **kwargs)
 
     def _eval_datasets(self) -> list:
         if isinstance(self.eval_dataset, dict):
@@ -107,7 +208,15 @@ class ViTScratchTrainer(Trainer):
         return loss
 
     def raise_if_nonfinite(self):
-        step = int(self._first_nonfinite_step)
+        step = self._first_nonfinite_step
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Every process must stop at the same point (the loss is per process; one bad rank poisons all
+            # weights through the gradient all-reduce): take the earliest bad step of any process.
+            never = torch.iinfo(torch.int64).max
+            step = torch.where(step < 0, never, step).to(torch.int64)
+            dist.all_reduce(step, op=dist.ReduceOp.MIN)
+            step = torch.where(step == never, -1, step)
+        step = int(step)
         if step >= 0:
             last = latest_complete_checkpoint(self.args.output_dir)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
@@ -131,22 +240,60 @@ class ViTScratchTrainer(Trainer):
         """Our card is written by `report.write_model_card`; the automatic one would overwrite it."""
 
 
-def is_complete_checkpoint(folder: Path) -> bool:
-    """The Trainer writes trainer_state.json last, non-atomically: a checkpoint is complete when that file parses
-    and the weights' safetensors header reads."""
+# What the Trainer writes before trainer_state.json; resuming without any of them is silently inexact
+# (transformers then starts a fresh optimizer/schedule or unseeded RNGs, with at most an info message).
+RESUME_FILES = ("optimizer.pt", "scheduler.pt")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be resumed from, or None when it is complete.
+
+    The Trainer writes trainer_state.json last, non-atomically: a checkpoint is complete when that file parses,
+    the weights' safetensors header reads and covers the file, and the optimizer, scheduler and RNG states exist.
+    """
     try:
         json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json unreadable ({type(error).__name__})"
+    try:
         with safe_open(folder / "model.safetensors", framework="pt") as weights:
             weights.keys()
-    except Exception:  # missing or truncated files; safetensors raises its own SafetensorError
-        return False
-    return True
+    except Exception as error:  # missing or truncated; safetensors raises its own SafetensorError
+        return f"model.safetensors unreadable ({type(error).__name__}: {error})"
+    for name in RESUME_FILES:
+        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
+            return f"{name} missing or empty"
+    if not any(p.stat().st_size for p in folder.glob("rng_state*.pth")):
+        return "rng_state*.pth missing"
+    return None
 
 
-def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The highest-numbered complete `checkpoint-N` folder, skipping any that was cut off mid-write."""
+def is_complete_checkpoint(folder: Path) -> bool:
+    return checkpoint_problem(folder) is None
+
+
+def latest_complete_checkpoint(output_dir: str | Path, log: bool = False) -> Path | None:
+    """The highest-numbered complete `checkpoint-N` folder, skipping (and with `log`, logging) any that was cut off
+    mid-write."""
     folders = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
     for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        if is_complete_checkpoint(folder):
+        problem = checkpoint_problem(folder)
+        if problem is None:
             return folder
+        if log:
+            logger.warning("skipping incomplete checkpoint %s: %s", folder, problem)
+    return None
+
+
+def checkpoint_mismatch(model: torch.nn.Module, folder: Path) -> str | None:
+    """How the weights in `folder` differ from `model`'s parameters and buffers (names, shapes), or None."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    with safe_open(folder / "model.safetensors", framework="pt") as weights:
+        found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if missing or unexpected:
+        return f"missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}"
+    for name, shape in expected.items():
+        if found[name] != shape:
+            return f"{name} has shape {list(found[name])} in the checkpoint, {list(shape)} in this model"
     return None

@@ -1,0 +1,849 @@
+"""Faults: crash-safe training, exact resume, preemption, NaN, bad inputs, and what never gets written.
+
+How the runs are made cheap enough (a shared 2-core CPU):
+- Every run is tiny (a 2-layer, 32-wide model, 64 training images, batch 16: 4 steps per epoch, 10 steps).
+- Runs start as children of a multiprocessing *forkserver* that has already imported train.py and the training
+  stack: a child starts training in about a second instead of ~10 s of imports. A child is a real OS process
+  (SIGKILL/SIGTERM hit it as they would hit `python train.py`); its output goes to a log file next to its output
+  folder. The forkserver and every subprocess run with OMP_NUM_THREADS=1, so all runs compute bit-identically
+  (with 2 threads against 1 the float reductions differ); the SIGTERM test stops a plain `python train.py` and
+  resumes it in a forkserver child, which also checks that both ways of starting a run give the same numbers.
+- Bad inputs fail before any training, in-process through `train.main`.
+Randomness is exercised on purpose: dropout, attention dropout, drop-path, crop+flip, RandAugment (kornia),
+mixup/cutmix and random erasing all draw from the RNGs that a checkpoint must restore.
+"""
+
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import REPO
+
+PYTHON = sys.executable
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+CPU_2PROC = str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")
+FAKE_TOKEN = "hf_faults_secret_token_4242"
+TIMEOUT = 240
+MAX_STEPS = 10  # 64 images / batch 16 = 4 steps per epoch: 10 steps end mid-epoch 3
+
+TINY = {
+    "dataset": {"validation_size": 32, "max_train_samples": 64, "max_eval_samples": 32,
+                "augmentation": {"random_crop_padding": 4, "horizontal_flip": True, "mixup_alpha": 0.8,
+                                 "cutmix_alpha": 1.0, "mix_prob": 0.8, "random_erasing_prob": 0.25,
+                                 "randaugment_num_ops": 2}},
+    "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "drop_path_rate": 0.1},
+    "training": {"max_steps": MAX_STEPS, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
+                 "learning_rate": 0.001, "lr_scheduler_type": "cosine", "warmup_steps": 2,
+                 "label_smoothing_factor": 0.1, "logging_steps": 1, "save_total_limit": None, "seed": 3,
+                 "disable_tqdm": True, "eval_strategy": "steps", "eval_steps": 5, "save_strategy": "steps"},
+}
+# A checkpoint after every step (kill points everywhere); the final model is the last step's.
+EVERY_STEP = {"training": {"save_steps": 1, "load_best_model_at_end": False}}
+# Checkpoints every 5 steps beside the evaluations; the final model is the best one on validation.
+BEST_AT_END = {"training": {"save_steps": 5, "load_best_model_at_end": True}}
+# Keys of all_results.json that measure time, not the model.
+TIMING = ("runtime", "per_second", "wall_seconds")
+
+
+def write_config(folder: Path, cifar10_path: Path, *layers: dict, name: str = "config.json") -> Path:
+    config = json.loads(json.dumps(TINY))
+    config["dataset"]["name"] = str(cifar10_path)
+    for layer in layers:
+        for section, values in layer.items():
+            config[section].update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- running train.py
+
+
+def subprocess_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT") and not k.startswith("ACCELERATE_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
+    return env
+
+
+def _child_main(argv: list[str], log_path: str, env: dict, hook) -> None:
+    """Runs in a forkserver child: train.main(argv), output into log_path, exit with its status."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
+    os.environ.update(env)
+    if hook is not None:
+        hook()
+    import train
+
+    sys.exit(train.main(argv))
+
+
+_FORKSERVER = None
+
+
+def forkserver():
+    """A forkserver context whose server has imported the training stack, started with OMP_NUM_THREADS=1."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["train", "modeling_vit_scratch.training.run", "tests.test_faults"])
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(subprocess_env())
+        try:
+            from multiprocessing import forkserver as server
+
+            server.ensure_running()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        _FORKSERVER = context
+    return _FORKSERVER
+
+
+class Run:
+    """`train.py ARGV` in a forkserver child (fast) or a plain `python train.py` subprocess, logging to a file."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict | None = None, hook=None, plain: bool = False):
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        if plain:
+            self.process = subprocess.Popen([PYTHON, "train.py", *argv], cwd=REPO, env=subprocess_env(**(env or {})),
+                                            stdout=log.open("a"), stderr=subprocess.STDOUT)
+            self.pid = self.process.pid
+        else:
+            self.process = forkserver().Process(target=_child_main, args=(argv, str(log), env or {}, hook))
+            self.process.start()
+            self.pid = self.process.pid
+
+    def poll(self) -> int | None:
+        if isinstance(self.process, subprocess.Popen):
+            return self.process.poll()
+        return self.process.exitcode
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        if isinstance(self.process, subprocess.Popen):
+            return self.process.wait(timeout)
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+            raise TimeoutError(f"run did not finish in {timeout} s; log:\n{self.text()[-4000:]}")
+        return self.process.exitcode
+
+    def signal(self, sig: int):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def train_run(config: Path, output_dir: Path, *extra: str, name: str = "run", **kwargs) -> Run:
+    argv = ["--config", str(config), "--training.output_dir", str(output_dir), *extra]
+    return Run(argv, output_dir.parent / f"{output_dir.name}.{name}.log", **kwargs)
+
+
+def finished(run: Run, expect: int = 0) -> Run:
+    status = run.wait()
+    assert status == expect, f"exit {status}, expected {expect}; log:\n{run.text()[-6000:]}"
+    return run
+
+
+def wait_for(predicate, run: Run, what: str, timeout: float = TIMEOUT):
+    end = time.monotonic() + timeout
+    while not predicate():
+        if run.poll() is not None:
+            raise AssertionError(f"run ended (exit {run.poll()}) before {what}; log:\n{run.text()[-6000:]}")
+        if time.monotonic() > end:
+            raise AssertionError(f"timeout waiting for {what}")
+        time.sleep(0.01)
+
+
+# ----------------------------------------------------------------------------------------------- comparing runs
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors" if path.is_dir() else path)
+
+
+def assert_same_weights(a: Path, b: Path):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{a} and {b} differ in {different}"
+
+
+def model_metrics(output_dir: Path) -> dict:
+    results = json.loads((output_dir / "all_results.json").read_text())
+    return {k: v for k, v in results.items() if k.startswith(("eval_", "test_")) and not k.endswith(TIMING)}
+
+
+def step_logs(output_dir: Path) -> dict[int, tuple]:
+    """step -> (loss, grad_norm, learning_rate) from the final trainer_state.json; and the eval entries."""
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    train = {e["step"]: (e["loss"], e["grad_norm"], e["learning_rate"]) for e in history if "loss" in e}
+    evals = {e["step"]: (e["eval_loss"], e["eval_accuracy"]) for e in history if "eval_loss" in e}
+    return {"train": train, "eval": evals}
+
+
+def assert_same_run(run_dir: Path, reference: Path):
+    """Same final weights, same eval/test metrics, same per-step losses, grad norms and learning rates."""
+    assert_same_weights(run_dir, reference)
+    assert model_metrics(run_dir) == model_metrics(reference)
+    assert step_logs(run_dir) == step_logs(reference)
+    assert sorted(step_logs(run_dir)["train"]) == list(range(1, MAX_STEPS + 1))
+
+
+def checkpoints(output_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*"))
+
+
+FINAL_FILES = ("README.md", "all_results.json", "model.safetensors", "training_curves.png")
+
+
+# ----------------------------------------------------------------------------------------------- shared runs
+
+
+@pytest.fixture(scope="module")
+def every_step_run(tmp_path_factory, cifar10_path) -> Path:
+    """The uninterrupted reference: a checkpoint after each of the 10 steps."""
+    root = tmp_path_factory.mktemp("every_step")
+    config = write_config(root, cifar10_path, EVERY_STEP)
+    finished(train_run(config, root / "out"))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def best_run(tmp_path_factory, cifar10_path) -> Path:
+    """The uninterrupted reference with load_best_model_at_end (checkpoints and evaluations at steps 5, 10)."""
+    root = tmp_path_factory.mktemp("best")
+    config = write_config(root, cifar10_path, BEST_AT_END)
+    finished(train_run(config, root / "out"))
+    return root / "out"
+
+
+# ----------------------------------------------------------------------------------------------- 1. SIGKILL + resume
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(every_step_run, tmp_path, cifar10_path):
+    """One run killed with SIGKILL at up to seven points, each time resumed with --resume from its newest complete
+    checkpoint.
+
+    Kill points: steps 1, 2-3, 4 (the end of epoch 1: resumes at an epoch boundary), 5, 6-7, 8-9 and 10 (the last
+    checkpoint: killed during the final evaluation/save); each kill comes a random 0-0.6 step times after
+    checkpoint-K appears, so some land mid-write (checkpoint-K incomplete: the resume takes K-1, or starts again
+    when K is 1), some mid-step. Every checkpoint the processes wrote must equal the uninterrupted run's, as must
+    the final weights, metrics and every step's loss, grad norm and learning rate.
+    """
+    seed = int(os.environ.get("FAULTS_SEED", random.randrange(10**6)))
+    rng = random.Random(seed)
+    plan = [1, rng.randint(2, 3), 4, 5, rng.randint(6, 7), rng.randint(8, 9), MAX_STEPS]
+    step_seconds = json.loads((every_step_run / "all_results.json").read_text())["train_runtime"] / MAX_STEPS
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    out = tmp_path / "out"
+    kills, resumed_from = [], []
+    for planned in plan:
+        # a kill can land a step or two late: aim past every checkpoint already there (complete or not)
+        target = max(planned, max(checkpoints(out), default=0) + 1)
+        if target > MAX_STEPS:
+            break
+        run = train_run(config, out, *(["--resume"] if kills else []), name=f"part{len(kills)}")
+        wait_for(lambda k=target: (out / f"checkpoint-{k}").exists(), run, f"checkpoint-{target}")
+        time.sleep(rng.uniform(0, 0.6) * step_seconds)
+        run.signal(signal.SIGKILL)
+        status = run.wait()
+        assert status in (-signal.SIGKILL, 0), run.text()[-4000:]  # 0: the last part may finish first
+        if "--resume: continuing from " in run.text():
+            resumed_from.append(run.text().split("--resume: continuing from ")[1].split()[0].rsplit("-", 1)[1])
+        elif "starting from step 0" in run.text():
+            resumed_from.append("0")
+        kills.append((target, "killed" if status else "finished", checkpoints(out)[-1]))
+    last = finished(train_run(config, out, "--resume", name="final"))
+    resumed_from.append(last.text().split("--resume: continuing from ")[1].split()[0].rsplit("-", 1)[1])
+    print(f"FAULTS_SEED={seed}: (kill after checkpoint, outcome, newest folder) {kills}; resumed from {resumed_from}")
+    assert sum(outcome == "killed" for _, outcome, _ in kills) >= 5, kills
+
+    assert checkpoints(out) == list(range(1, MAX_STEPS + 1))
+    for step in checkpoints(out):
+        assert_same_weights(out / f"checkpoint-{step}", every_step_run / f"checkpoint-{step}")
+    assert_same_run(out, every_step_run)
+
+
+# ----------------------------------------------------------------------------------------------- 2. torn checkpoints
+
+
+def _corrupt(folder: Path, how: str):
+    if how == "truncated weights":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif how == "no trainer_state":
+        (folder / "trainer_state.json").unlink()
+    elif how == "half-written trainer_state":
+        text = (folder / "trainer_state.json").read_text()
+        (folder / "trainer_state.json").write_text(text[: len(text) // 2])
+    elif how == "no optimizer":
+        (folder / "optimizer.pt").unlink()
+    elif how == "no rng state":
+        (folder / "rng_state.pth").unlink()
+    elif how == "empty weights":
+        (folder / "model.safetensors").write_bytes(b"")
+
+
+CORRUPTIONS = {  # how -> what checkpoint_problem says
+    "truncated weights": "model.safetensors unreadable",
+    "no trainer_state": "trainer_state.json unreadable (FileNotFoundError)",
+    "half-written trainer_state": "trainer_state.json unreadable (JSONDecodeError)",
+    "no optimizer": "optimizer.pt missing or empty",
+    "no rng state": "rng_state*.pth missing",
+    "empty weights": "model.safetensors unreadable",
+}
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_checkpoint_problem_names_each_kind_of_damage(every_step_run, tmp_path, how):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from modeling_vit_scratch.training.trainer import checkpoint_problem, latest_complete_checkpoint
+
+    for step in (3, 4):
+        shutil.copytree(every_step_run / f"checkpoint-{step}", tmp_path / f"checkpoint-{step}")
+    assert checkpoint_problem(tmp_path / "checkpoint-4") is None
+    _corrupt(tmp_path / "checkpoint-4", how)
+    assert CORRUPTIONS[how] in checkpoint_problem(tmp_path / "checkpoint-4")
+    assert latest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    # transformers' own resume_from_checkpoint=True takes the highest-numbered folder, damaged or not
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+
+
+def test_resume_skips_every_incomplete_checkpoint_and_still_ends_exact(every_step_run, tmp_path, cifar10_path):
+    """Checkpoints 5-9 damaged in five different ways (as a crash mid-write or a lost file leaves them): --resume
+    logs each one it skips, continues from checkpoint-4 and ends with the uninterrupted run's weights."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(every_step_run / "experiment.json", out)
+    for step in range(1, 10):
+        shutil.copytree(every_step_run / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    damage = dict(zip(range(9, 4, -1), ["truncated weights", "no trainer_state", "half-written trainer_state",
+                                        "no optimizer", "no rng state"], strict=True))
+    for step, how in damage.items():
+        _corrupt(out / f"checkpoint-{step}", how)
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    log = finished(train_run(config, out, "--resume")).text()
+    for step, how in damage.items():
+        assert f"skipping incomplete checkpoint {out / f'checkpoint-{step}'}: {CORRUPTIONS[how]}" in log
+    assert f"--resume: continuing from {out / 'checkpoint-4'}\n" in log
+    assert_same_run(out, every_step_run)
+
+
+def test_resume_of_a_run_killed_before_its_first_complete_checkpoint_starts_it_again(every_step_run, tmp_path,
+                                                                                      cifar10_path):
+    """Killed while writing checkpoint-1: nothing to continue from, and a fresh start would refuse the non-empty
+    folder. --resume (what a requeued job runs) starts this same run again from step 0, and ends exact. A finished
+    run without checkpoints is never retrained over."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(every_step_run / "experiment.json", out)
+    shutil.copytree(every_step_run / "checkpoint-1", out / "checkpoint-1")
+    _corrupt(out / "checkpoint-1", "truncated weights")
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    log = finished(train_run(config, out, "--resume")).text()
+    assert f"--resume: {out} holds no complete checkpoint yet (the run stopped before its first one); starting " \
+           "from step 0" in log
+    assert "--resume: continuing from" not in log
+    assert_same_run(out, every_step_run)
+
+    done = tmp_path / "finished"
+    shutil.copytree(every_step_run, done, ignore=shutil.ignore_patterns("checkpoint-*"))
+    status, err = main_in_process(["--config", str(config), "--training.output_dir", str(done), "--resume"])
+    assert status == 2 and f"error: --resume: no complete checkpoint in training.output_dir={str(done)!r}" in err
+
+
+def test_resume_from_the_final_checkpoint_trains_no_step_past_max_steps(every_step_run, tmp_path, cifar10_path):
+    """Killed after the last checkpoint, during the final evaluation/save: --resume must only finish the run.
+    (transformers 5.23 alone would train step 11 when max_steps is not a multiple of the epoch length.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(every_step_run / "experiment.json", out)
+    for step in (9, MAX_STEPS):
+        shutil.copytree(every_step_run / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    log = finished(train_run(config, out, "--resume")).text()
+    assert f"--resume: continuing from {out / f'checkpoint-{MAX_STEPS}'}" in log
+    assert checkpoints(out) == [9, MAX_STEPS]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == MAX_STEPS
+    assert_same_run(out, every_step_run)
+
+
+# ----------------------------------------------------------------------------------------------- 3. SIGTERM
+
+
+def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(best_run, tmp_path, cifar10_path):
+    """SIGTERM to a plain `python train.py` in step 2 or later: the step finishes, a checkpoint of it is saved (not a
+    periodic one: those come every 5 steps), the process exits 143 within seconds and writes none of a finished
+    run's files; `--resume` (in a forkserver child) ends exactly like the uninterrupted run, best model included."""
+    config = write_config(tmp_path, cifar10_path, BEST_AT_END)
+    out = tmp_path / "out"
+    run = train_run(config, out, name="terminated", plain=True)
+    wait_for(lambda: run.text().count("'loss':") >= 2, run, "step 2's log line")
+    sent = time.monotonic()
+    run.signal(signal.SIGTERM)
+    status = run.wait()
+    seconds = time.monotonic() - sent
+    log = run.text()
+    print(f"SIGTERM -> exit {status} after {seconds:.1f} s")
+    assert status == 143, log[-4000:]
+    assert seconds < 20, f"took {seconds:.1f} s to stop"
+    step = int(log.split("error: SIGTERM: saved ")[1].split(" at step ")[1].split()[0])
+    assert f"error: SIGTERM: saved {out / f'checkpoint-{step}'} at step {step} and stopped; continue with --resume" \
+           in log
+    assert 2 <= step < MAX_STEPS
+    assert checkpoints(out)[-1] == step
+    from modeling_vit_scratch.training.trainer import checkpoint_problem
+
+    assert checkpoint_problem(out / f"checkpoint-{step}") is None
+    assert json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())["global_step"] == step
+    for name in FINAL_FILES:
+        assert not (out / name).exists(), f"a preempted run wrote {name}"
+
+    log = finished(train_run(config, out, "--resume", name="resumed")).text()
+    assert f"--resume: continuing from {out / f'checkpoint-{step}'}" in log
+    assert_same_run(out, best_run)
+    state = json.loads((out / "trainer_state.json").read_text())
+    reference = json.loads((best_run / "trainer_state.json").read_text())
+    assert state["best_global_step"] == reference["best_global_step"]
+    assert state["best_metric"] == reference["best_metric"]
+
+
+def test_sigterm_to_a_two_process_accelerate_launch(tmp_path, cifar10_path):
+    """SIGTERM to the `accelerate launch` process: torchrun's agent forwards it to both workers, which agree (an
+    all-reduce of the flag at every step end) to save the same step's checkpoint and exit 143; the launcher exits
+    non-zero. --resume under the same launch continues from that checkpoint to the end."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP, {"training": {"per_device_train_batch_size": 8}})
+    out = tmp_path / "out"
+
+    def launch(*extra, name):
+        log = tmp_path / f"{name}.log"
+        command = [ACCELERATE, "launch", "--config_file", CPU_2PROC, "--main_process_port", str(free_port()),
+                   "train.py", "--config", str(config), "--training.output_dir", str(out), *extra]
+        return log, subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=log.open("w"),
+                                     stderr=subprocess.STDOUT)
+
+    log, launcher = launch(name="terminated")
+    end = time.monotonic() + TIMEOUT
+    while not (out / "checkpoint-2").exists():
+        assert launcher.poll() is None, log.read_text()[-6000:]
+        assert time.monotonic() < end
+        time.sleep(0.01)
+    sent = time.monotonic()
+    launcher.send_signal(signal.SIGTERM)
+    status = launcher.wait(TIMEOUT)
+    seconds = time.monotonic() - sent
+    text = log.read_text()
+    print(f"2 processes: SIGTERM -> launcher exit {status} after {seconds:.1f} s")
+    assert status != 0, text[-6000:]
+    assert seconds < 25, text[-6000:]
+    stops = [line for line in text.splitlines() if line.startswith("error: SIGTERM: saved ")]
+    assert len(stops) == 2 and stops[0] == stops[1], text[-6000:]  # both processes, the same checkpoint
+    step = int(stops[0].split(" at step ")[1].split()[0])
+    from modeling_vit_scratch.training.trainer import checkpoint_problem
+
+    assert checkpoint_problem(out / f"checkpoint-{step}") is None
+    assert {p.name for p in (out / f"checkpoint-{step}").glob("rng_state*")} == {"rng_state_0.pth",
+                                                                                   "rng_state_1.pth"}
+    for name in FINAL_FILES:
+        assert not (out / name).exists()
+
+    log, launcher = launch("--resume", name="resumed")
+    assert launcher.wait(TIMEOUT) == 0, log.read_text()[-6000:]
+    text = log.read_text()
+    assert text.count(f"--resume: continuing from {out / f'checkpoint-{step}'}") == 2  # each process
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == MAX_STEPS
+    assert sorted(e["step"] for e in state["log_history"] if "loss" in e) == list(range(1, MAX_STEPS + 1))
+    for name in FINAL_FILES:
+        assert (out / name).exists()
+
+
+# ----------------------------------------------------------------------------------------------- 4. NaN / inf
+
+
+def test_diverging_learning_rate_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, cifar10_path):
+    """learning_rate=1e6 (constant): step 1's loss is finite, step 2's is not. Exit 1, the message names step 2
+    and the checkpoint kept; checkpoint-2 (of the diverged model) is never written, nor any final file."""
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP, {"training": {
+        "learning_rate": 1e6, "lr_scheduler_type": "constant", "warmup_steps": 0, "max_grad_norm": 0}})
+    out = tmp_path / "out"
+    log = finished(train_run(config, out), expect=1).text()
+    assert (f"error: training loss became NaN or inf at step 2; stopped without saving it (the last good "
+            f"checkpoint is {out / 'checkpoint-1'})") in log
+    assert "Traceback" not in log
+    assert checkpoints(out) == [1]
+    for name in FINAL_FILES:
+        assert not (out / name).exists()
+
+
+def _nan_loss_from_step_6():
+    """Test hook (runs in the child): the training loss of the 6th training forward and later is NaN."""
+    from modeling_vit_scratch.training.trainer import ViTScratchTrainer
+
+    original = ViTScratchTrainer.compute_loss
+    calls = [0]
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        result = original(self, model, inputs, *args, **kwargs)
+        if model.training:
+            calls[0] += 1
+            if calls[0] >= 6:
+                loss = result[0] if isinstance(result, tuple) else result
+                loss = loss * float("nan")
+                result = (loss, *result[1:]) if isinstance(result, tuple) else loss
+        return result
+
+    ViTScratchTrainer.compute_loss = compute_loss
+
+
+def test_nan_with_epoch_checkpoints_is_caught_before_the_epoch_end_save(tmp_path, cifar10_path):
+    """save/eval per epoch and rare logging (the project's defaults): the loss turns NaN at step 6 (in epoch 2);
+    the epoch-end save at step 8 must not write a checkpoint of the diverged model: exit 1 naming step 6, only
+    checkpoint-4 (epoch 1) on disk."""
+    config = write_config(tmp_path, cifar10_path, {"training": {
+        "save_strategy": "epoch", "eval_strategy": "epoch", "logging_steps": 50, "load_best_model_at_end": True}})
+    out = tmp_path / "out"
+    log = finished(train_run(config, out, hook=_nan_loss_from_step_6), expect=1).text()
+    assert (f"error: training loss became NaN or inf at step 6; stopped without saving it (the last good "
+            f"checkpoint is {out / 'checkpoint-4'})") in log
+    assert checkpoints(out) == [4]
+    assert torch.isfinite(torch.cat([t.flatten() for t in weights(out / "checkpoint-4").values()])).all()
+    for name in FINAL_FILES:
+        assert not (out / name).exists()
+
+
+# ----------------------------------------------------------------------------------------------- 5. bad inputs
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory, cifar10_path) -> dict[str, Path]:
+    """Small sources with one defect each."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("bad_data")
+    # The Hub layout of the local CIFAR-10 with 64 train rows and a 0-row test parquet.
+    (root / "empty_parquet" / "plain_text").mkdir(parents=True)
+    shutil.copy(cifar10_path / "README.md", root / "empty_parquet" / "README.md")
+    source = pq.ParquetFile(cifar10_path / "plain_text" / "train-00000-of-00001.parquet")
+    table = pa.Table.from_batches([next(source.iter_batches(batch_size=64))])
+    table = table.replace_schema_metadata(source.schema_arrow.metadata)
+    pq.write_table(table, root / "empty_parquet" / "plain_text" / "train-00000-of-00001.parquet")
+    pq.write_table(table.slice(0, 0), root / "empty_parquet" / "plain_text" / "test-00000-of-00001.parquet")
+    images = np.random.RandomState(0).randint(0, 256, (40, 32, 32, 3)).astype(np.uint8)
+    values = [{"bytes": _png(a), "path": None} for a in images]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    labels = [i % 2 for i in range(40)]
+    truncated = list(values)
+    truncated[13] = {"bytes": values[13]["bytes"][:70], "path": None}  # cut off inside the image data
+    garbage = list(values)
+    garbage[21] = {"bytes": b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "path": None}
+    for name, train_values in (("truncated_png", truncated), ("garbage_png", garbage)):
+        datasets.DatasetDict({
+            "train": datasets.Dataset.from_dict({"image": train_values, "label": labels}, features=features),
+            "test": datasets.Dataset.from_dict({"image": values[:8], "label": labels[:8]}, features=features),
+        }).save_to_disk(str(root / name))
+    int_features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    int_labels = [i % 2 for i in range(40)]
+    int_labels[5] = 7
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"image": values, "label": int_labels}, features=int_features),
+    }).save_to_disk(str(root / "int_labels"))
+    # The CIFAR-10 python version with an empty test batch (datasets itself cannot load an empty split).
+    cifar = root / "empty_test" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    batch = {b"data": images.transpose(0, 3, 1, 2).reshape(40, -1), b"labels": labels}
+    for i in range(1, 6):
+        (cifar / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2))
+    (cifar / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    (cifar / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    (root / "bad.ini").write_text("[model\nembed_dim = 32\n")
+    (root / "unknown.ini").write_text("[model]\nembed_dim = 32\nwidth = 3\n")
+    (root / "bad.json").write_text('{"model": {"hidden_size": 32,}}')
+    (root / "list.json").write_text('[1, 2]')
+    return {"root": root, "truncated_png": root / "truncated_png", "garbage_png": root / "garbage_png",
+            "empty_test": root / "empty_test"}
+
+
+def main_in_process(argv: list[str]) -> tuple[int, str]:
+    import train
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = train.main(argv)
+    return status, err.getvalue()
+
+
+# (id, extra argv or a config-file name, expected message); "{data}" -> the bad_data root, "{out}" -> output_dir
+BAD_INPUTS = [
+    ("malformed JSON", "bad.json", "bad.json: malformed JSON at line 1, column 30: Expecting property name"),
+    ("JSON not an object", "list.json", "list.json: expected a JSON object with sections dataset, model, training"),
+    ("malformed INI", "bad.ini", "bad.ini: malformed INI: File contains no section headers."),
+    ("unknown INI key", "unknown.ini", "unknown INI key [model] width"),
+    ("unknown key", ["--model.hidden_sise", "32"], "unknown key model.hidden_sise; did you mean 'hidden_size'?"),
+    ("unknown section", ["--trainer.seed", "1"], "override --trainer.seed: expected --SECTION.KEY with SECTION one of"
+                                                 " dataset, model, training; did you mean 'training'?"),
+    ("wrong type", ["--training.learning_rate", "fast"], "training.learning_rate='fast' is invalid: expected float"),
+    ("wrong type int", ["--model.hidden_size", "32.5"], "model.hidden_size=32.5 is invalid: expected int"),
+    ("wrong enum", ["--training.lr_scheduler_type", "cosin"], "training.lr_scheduler_type='cosin' is invalid: "
+                                                                "expected one of linear, cosine"),
+    ("out of range lr", ["--training.learning_rate", "-1"], "training.learning_rate=-1 is invalid: must be > 0"),
+    ("out of range prob", ["--model.hidden_dropout_prob", "1.5"],
+     "ViTScratchConfig.hidden_dropout_prob=1.5 is invalid: must be a probability in [0, 1)"),
+    ("zero samples", ["--dataset.max_train_samples", "0"],
+     "dataset.max_train_samples=0 is invalid: must be a positive integer or null"),
+    ("inconsistent sizes", ["--model.hidden_size", "250", "--model.num_attention_heads", "4"],
+     "ViTScratchConfig.hidden_size=250 is invalid: must be a multiple of num_attention_heads=4"),
+    ("patch not dividing image", ["--model.patch_size", "5"],
+     "ViTScratchConfig.image_size=32 is invalid: must be a multiple of patch_size=5"),
+    ("token in config", ["--training.hub_token", "hf_x"], "training.hub_token is not allowed: a token never goes"),
+    ("pickle weights", ["--training.save_safetensors", "false"],  # transformers 5 always saves safetensors
+     "unknown key training.save_safetensors"),
+    ("jit checkpoint", ["--training.enable_jit_checkpoint", "true"], "training.enable_jit_checkpoint is not allowed"),
+    ("missing dataset path", ["--dataset.name", "{data}/no_such_folder"],
+     "dataset.name={data}/no_such_folder: no such file or folder"),
+    ("misnamed image column", ["--dataset.image_column", "foo"],
+     "split 'train': no column 'foo' (dataset.image_column); columns: ['img', 'label']"),
+    ("misnamed label column", ["--dataset.label_column", "fine_label"],
+     "split 'train': no column 'fine_label' (dataset.label_column); columns: ['img', 'label']"),
+    ("unknown split", ["--dataset.test_split", "validation"],
+     "dataset.test_split='validation': '{cifar}' has no such split; splits: ['test', 'train']"),
+    ("num_labels below the classes", ["--model.num_labels", "5"],
+     "split 'train': model.num_labels=5, but the dataset has 10 classes (airplane, automobile, bird, cat, deer, dog, "
+     "frog, horse, ship, truck); remove model.num_labels or set it to 10"),
+    ("integer label outside num_labels", ["--dataset.name", "{data}/int_labels", "--dataset.validation_size", "4",
+                                          "--dataset.test_split", "null", "--model.num_labels", "5"],
+     "dataset '{data}/int_labels', split 'train', row 5: label 7 is outside [0, 5) (1 bad rows)"),
+    ("empty split", ["--dataset.name", "{data}/empty_test", "--dataset.validation_size", "8"],
+     "dataset '{data}/empty_test', split 'test': the split is empty"),
+    ("empty parquet split", ["--dataset.name", "{data}/empty_parquet", "--dataset.validation_size", "8"],
+     "dataset.name={data}/empty_parquet: a folder, but not a save_to_disk folder, CIFAR-10 archive, image folder or "
+     "Hub-layout dataset: DatasetGenerationError: An error occurred while generating the dataset (caused by "
+     "ArrowInvalid: BatchSize must be greater than 0, got 0)"),
+    ("validation larger than train", ["--dataset.name", "{data}/empty_test", "--dataset.validation_size", "200",
+                                      "--dataset.test_split", "null"],
+     "dataset.validation_size=200 must be smaller than the 200 images of dataset '{data}/empty_test', split 'train'"),
+    ("truncated PNG", ["--dataset.name", "{data}/truncated_png", "--dataset.validation_size", "4",
+                       "--dataset.max_train_samples", "null"],
+     "dataset '{data}/truncated_png', split 'train', row 13: cannot decode column 'image': OSError: image file is "
+     "truncated"),
+    ("garbage PNG", ["--dataset.name", "{data}/garbage_png", "--dataset.validation_size", "4",
+                     "--dataset.max_train_samples", "null"],
+     "dataset '{data}/garbage_png', split 'train', row 21: cannot decode column 'image':"),
+    ("no validation but eval", ["--dataset.validation_size", "0"],
+     "dataset.validation_size=0 leaves nothing to evaluate on"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case, bad_data, tmp_path, cifar10_path):
+    _, given, expected = case
+    root = bad_data["root"]
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    if isinstance(given, str):
+        config, extra = root / given, ["--dataset.name", str(cifar10_path)] if given.endswith(".json") else []
+    else:
+        extra = [a.replace("{data}", str(root)) for a in given]
+    out = tmp_path / "out"
+    status, err = main_in_process(["--config", str(config), "--training.output_dir", str(out), *extra])
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(errors) == 1, err[-3000:]
+    print(f"\n{case[0]}: {errors[0]}")
+    assert expected.format(data=root, cifar=cifar10_path) in errors[0]
+    assert not out.exists()
+
+
+def test_output_dir_holding_another_run_is_refused_and_unchanged(every_step_run, tmp_path, cifar10_path):
+    out = tmp_path / "out"
+    shutil.copytree(every_step_run, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    status, err = main_in_process(["--config", str(config), "--training.output_dir", str(out)])
+    assert status == 2
+    assert f"error: training.output_dir={str(out)!r} already holds files (another run?); pass --resume" in err
+    # another model's run, with --resume
+    status, err = main_in_process(["--config", str(config), "--training.output_dir", str(out), "--resume",
+                                   "--model.hidden_size", "64"])
+    assert status == 2
+    assert (f"error: --resume: {out / f'checkpoint-{MAX_STEPS}'} was trained with another model section; "
+            f"see {out / 'experiment.json'}") in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_resume_from_a_checkpoint_of_another_model_without_experiment_json(every_step_run, tmp_path, cifar10_path):
+    """No experiment.json to compare with (a checkpoint copied by hand): the weights' own shapes are checked."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(every_step_run / "checkpoint-3", out / "checkpoint-3")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    status, err = main_in_process(["--config", str(config), "--training.output_dir", str(out), "--resume",
+                                   "--model.hidden_size", "64"])
+    assert status == 2, err[-3000:]
+    assert (f"error: --resume: {out / 'checkpoint-3'} holds another model's weights (vit.embeddings.cls_token has "
+            "shape [1, 1, 32] in the checkpoint, [1, 1, 64] in this model)") in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
+
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    config = ViTScratchConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                              num_labels=3)
+    ViTScratchForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_from_pretrained_refuses_missing_or_mismatched_weights(saved_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from modeling_vit_scratch import ViTScratchForImageClassification, ViTScratchModel
+
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(saved_model, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        ViTScratchForImageClassification.from_pretrained(no_weights)
+
+    wider = tmp_path / "config_says_64"  # config.json says 64 wide, the weights are 32 wide
+    shutil.copytree(saved_model, wider)
+    config = json.loads((wider / "config.json").read_text())
+    (wider / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # transformers' own check, strict by default
+        ViTScratchForImageClassification.from_pretrained(wider)
+
+    for dropped in ("classifier.weight", "vit.layers.0.mlp.fc1.bias"):  # transformers would only warn and re-init
+        partial = tmp_path / f"without_{dropped}"
+        shutil.copytree(saved_model, partial)
+        tensors = weights(partial)
+        del tensors[dropped]
+        save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(OSError, match=rf"lacks 1 of ViTScratchForImageClassification's weights \({dropped}\); "
+                                          "refusing to initialise them at random"):
+            ViTScratchForImageClassification.from_pretrained(partial)
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(saved_model, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception, match="incomplete metadata|file not fully covered"):
+        ViTScratchForImageClassification.from_pretrained(truncated)
+
+    # Still allowed: a backbone into a classifier (a new head, as transformers warns), a classifier into a backbone.
+    backbone = tmp_path / "backbone"
+    ViTScratchModel.from_pretrained(saved_model).save_pretrained(backbone)
+    model, info = ViTScratchForImageClassification.from_pretrained(backbone, output_loading_info=True)
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+
+
+# ----------------------------------------------------------------------------------------------- 6. security
+
+
+def test_determinism_and_no_token_or_pickled_weights_in_any_output(best_run, tmp_path, cifar10_path):
+    """The same seed twice gives identical weights and metrics (best_run vs this run, started with HF_TOKEN set);
+    no file under output_dir, checkpoints included, holds the token; weights are safetensors only."""
+    config = write_config(tmp_path, cifar10_path, BEST_AT_END)
+    out = tmp_path / "out"
+    finished(train_run(config, out, env={"HF_TOKEN": FAKE_TOKEN}))
+    assert_same_run(out, best_run)
+
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert [p for p in files if FAKE_TOKEN.encode() in p.read_bytes()] == []
+    assert {p.name for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")} == \
+           {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    assert not any(p.name in ("pytorch_model.bin", "model.bin") or "pytorch_model" in p.name for p in files)
+    weight_files = {p.relative_to(out).as_posix() for p in files if p.suffix == ".safetensors"}
+    assert weight_files == {"model.safetensors", "checkpoint-5/model.safetensors", "checkpoint-10/model.safetensors"}
+    # training_args.bin is a pickle of TrainingArguments: no token in it (hub_token is refused in configs)
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert type(args).__name__ == "TrainingArguments" and args.hub_token is None
+    assert FAKE_TOKEN not in repr(vars(args))
+    # the Trainer loads the weights back from safetensors, and optimizer/scheduler/RNG states with
+    # torch.load(weights_only=True): check they load that way (no arbitrary objects inside)
+    from transformers.trainer_pt_utils import safe_globals
+
+    with safe_globals():  # what transformers allows when it loads them back (numpy's RNG state for rng_state.pth)
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            torch.load(out / "checkpoint-5" / name, weights_only=True)
+
+
+REMOTE_CODE_PROBE = r"""
+import json, sys
+sys.modules["modeling_vit_scratch"] = None  # our package may not be imported, so nothing is registered
+from pathlib import Path
+from transformers import AutoModelForImageClassification
+folder, marker = Path(sys.argv[1]), Path(sys.argv[2])
+try:
+    AutoModelForImageClassification.from_pretrained(folder)
+except Exception as error:
+    print("REFUSED", type(error).__name__, error)
+else:
+    print("LOADED without trust_remote_code")
+print("MARKER AFTER REFUSAL", marker.exists())
+model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
+print("LOADED WITH trust_remote_code", type(model).__name__, marker.exists())
+"""
+
+
+def test_saved_code_runs_only_with_trust_remote_code(saved_model, tmp_path):
+    """A saved folder carries our code; loading it where our package is not importable must refuse to run it
+    unless trust_remote_code=True. The copied modeling file writes a marker when executed."""
+    folder = tmp_path / "model"
+    shutil.copytree(saved_model, folder)
+    marker = tmp_path / "code_ran"
+    code = (folder / "modeling_vit_scratch.py").read_text()
+    (folder / "modeling_vit_scratch.py").write_text(f"open({str(marker)!r}, 'w').close()\n" + code)
+    proc = subprocess.run([PYTHON, "-c", REMOTE_CODE_PROBE, str(folder), str(marker)], cwd=tmp_path,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "REFUSED ValueError" in proc.stdout and "trust_remote_code=True" in proc.stdout, proc.stdout
+    assert "MARKER AFTER REFUSAL False" in proc.stdout
+    assert "LOADED WITH trust_remote_code ViTScratchForImageClassification True" in proc.stdout
