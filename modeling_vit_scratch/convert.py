@@ -1,10 +1,8 @@
 """transformers' `ViTForImageClassification` -> an equivalent `ViTScratchForImageClassification`.
 
 Used to prove our model against an independent implementation, and to start from pretrained `google/vit-*`
-weights that transformers loads. Its pooler, if any, is unused by ViT classification and is dropped.
+weights that transformers loads.
 """
-
-import torch
 
 from .configuration_vit_scratch import ViTScratchConfig
 from .modeling_vit_scratch import ViTScratchForImageClassification
@@ -40,26 +38,8 @@ def convert_from_transformers_vit(model) -> ViTScratchForImageClassification:
         label2id=dict(src.label2id),
         attn_implementation=src._attn_implementation,
     )
-    sd = model.state_dict()
-    new = {
-        "vit.embeddings.cls_token": sd["vit.embeddings.cls_token"],
-        "vit.embeddings.position_embeddings": sd["vit.embeddings.position_embeddings"],
-        "vit.embeddings.patch_embeddings.projection.weight": sd["vit.embeddings.patch_embeddings.projection.weight"],
-        "vit.embeddings.patch_embeddings.projection.bias": sd["vit.embeddings.patch_embeddings.projection.bias"],
-        "vit.layernorm.weight": sd["vit.layernorm.weight"],
-        "vit.layernorm.bias": sd["vit.layernorm.bias"],
-        "classifier.weight": sd["classifier.weight"],
-        "classifier.bias": sd["classifier.bias"],
-    }
-    for i in range(src.num_hidden_layers):
-        layer = f"vit.layers.{i}."  # same prefix on both sides; q, k, v fuse into one projection
-        for p in ("weight", "bias") if src.qkv_bias else ("weight",):
-            new[f"{layer}attention.qkv.{p}"] = torch.cat([sd[f"{layer}attention.{n}_proj.{p}"] for n in "qkv"], dim=0)
-        for ours, theirs in (("attention.proj", "attention.o_proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
-                             ("layernorm_before", "layernorm_before"), ("layernorm_after", "layernorm_after")):
-            for p in ("weight", "bias"):
-                new[f"{layer}{ours}.{p}"] = sd[f"{layer}{theirs}.{p}"]
-
     converted = ViTScratchForImageClassification(config)
-    converted.load_state_dict(new, strict=True)  # strict: every parameter of ours is accounted for
+    # Parameter names follow transformers' ViT one for one (embeddings, q/k/v/o_proj, mlp.fc1/fc2, layernorms,
+    # classifier), so the state dict loads as is; strict: every tensor on either side is accounted for.
+    converted.load_state_dict(model.state_dict(), strict=True)
     return converted.to(dtype=next(model.parameters()).dtype).train(model.training)

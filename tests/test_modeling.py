@@ -450,7 +450,7 @@ def test_parity_non_default_shape():
     theirs = transformers_vit("sdpa", patch_size=8, hidden_size=48, num_attention_heads=2, intermediate_size=96,
                               qkv_bias=False, num_channels=1, hidden_act="gelu_new", layer_norm_eps=1e-6)
     ours = convert_from_transformers_vit(theirs)
-    assert ours.config.qkv_bias is False and ours.vit.layers[0].attention.qkv.bias is None
+    assert ours.config.qkv_bias is False and ours.vit.layers[0].attention.q_proj.bias is None
     assert (ours.config.patch_size, ours.config.num_channels, ours.config.hidden_act) == (8, 1, "gelu_new")
     assert_parity(theirs, ours, images(channels=1))
     assert_parity(theirs, ours, images(size=48, channels=1), interpolate=True)
