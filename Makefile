@@ -21,9 +21,9 @@ install: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
 
-# Single process here; for several GPUs or machines see the README (accelerate launch --config_file ...).
+# accelerate's own defaults (or your `accelerate config`); for several GPUs or machines see the README.
 train: $(STAMP)
-	$(BIN)/accelerate launch --num_processes 1 train.py --config $(CONFIG) $(ARGS)
+	$(BIN)/accelerate launch train.py --config $(CONFIG) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/model_step.py

@@ -14,6 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10"
 
 
+def subprocess_env(**extra) -> dict:
+    """Environment for a child `train.py`/`accelerate launch`: offline, one thread each (bit-identical results,
+    and no oversubscription of the 2 cores), no token, no leftover distributed settings."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT") and not k.startswith("ACCELERATE_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
+    return env
+
+
 @pytest.fixture(scope="session")
 def cifar10_path() -> Path:
     """The local copy of uoft-cs/cifar10 (Hub layout); tests use slices of it."""

@@ -32,7 +32,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import REPO
+from .conftest import REPO, subprocess_env
 
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -74,15 +74,6 @@ def write_config(folder: Path, cifar10_path: Path, *layers: dict, name: str = "c
 
 
 # ----------------------------------------------------------------------------------------------- running train.py
-
-
-def subprocess_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
-                        "MASTER_PORT") and not k.startswith("ACCELERATE_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
-    return env
 
 
 def _child_main(argv: list[str], log_path: str, env: dict, hook) -> None:

@@ -10,7 +10,6 @@ Faults (kill/resume, SIGTERM, NaN, bad data, determinism across seeds) are tests
 
 import hashlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from . import hub_standin
-from .conftest import REPO
+from .conftest import REPO, subprocess_env
 
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -52,15 +51,6 @@ def tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH) -> li
             "--dataset.validation_size", str(EVAL_IMAGES), "--training.max_steps", str(STEPS),
             "--training.per_device_train_batch_size", str(per_device_batch), "--training.logging_steps", "1",
             "--training.output_dir", str(output_dir), *TINY_MODEL, *DETERMINISTIC]
-
-
-def subprocess_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
-                        "MASTER_PORT") and not k.startswith("ACCELERATE_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
-    return env
 
 
 def run(cmd: list[str], cwd=REPO, **env) -> subprocess.CompletedProcess:

@@ -268,10 +268,6 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
-def is_complete_checkpoint(folder: Path) -> bool:
-    return checkpoint_problem(folder) is None
-
-
 def latest_complete_checkpoint(output_dir: str | Path, log: bool = False) -> Path | None:
     """The highest-numbered complete `checkpoint-N` folder, skipping (and with `log`, logging) any that was cut off
     mid-write."""
