@@ -54,7 +54,9 @@ class DeviceImageDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch in one gather: (B, C, H, W) uint8 and (B,) labels, on the dataset's device."""
-        index = torch.as_tensor(indices, device=self.labels.device)
+        index = torch.as_tensor(indices)
+        if self.labels.is_cuda:  # a copy from pageable memory would wait for the GPU: a host sync every step
+            index = index.pin_memory().to(self.labels.device, non_blocking=True)
         return {"pixel_values": self.images[index], "labels": self.labels[index]}
 
 
@@ -96,9 +98,14 @@ class NonFiniteLossCallback(TrainerCallback):
             self.trainer.raise_if_nonfinite()
 
 
+def _distributed() -> bool:
+    """Several processes joined by torch.distributed (a multi-process `accelerate launch`)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _any_process(flag: bool, group=None) -> bool:
     """True on every process when `flag` is true on any of them (a no-op without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not _distributed():
         return flag
     value = torch.tensor([int(flag)])
     dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
@@ -138,7 +145,7 @@ class PreemptionCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.requested, self.stopped_at = False, None
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and self._group is None:
+        if _distributed() and self._group is None:
             # A CPU group for the flag: the default group may be NCCL, which cannot reduce CPU tensors.
             self._group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
@@ -209,7 +216,7 @@ class ViTScratchTrainer(Trainer):
 
     def raise_if_nonfinite(self):
         step = self._first_nonfinite_step
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _distributed():
             # Every process must stop at the same point (the loss is per process; one bad rank poisons all
             # weights through the gradient all-reduce): take the earliest bad step of any process.
             never = torch.iinfo(torch.int64).max
