@@ -1,12 +1,14 @@
 """Time to accuracy: train a config under a wall-clock budget; when did validation accuracy cross each threshold?
 
     python bench/time_to_accuracy.py --config configs/cifar10_cpu.json --dataset ../shared/datasets/cifar10 \
-        --budget-minutes 10 [--seeds 0 1 2] [--eval-every 200] [--record]
+        --budget-minutes 10 [--seeds 0 1 2] [--eval-every 200] [--set SECTION.KEY=VALUE ...] [--record]
 
 The clock starts when training starts (data decoding is cached and excluded; it is printed apart). Training
 stops at the budget even if the config asks for more epochs, then the test split is evaluated once. With
 several seeds it prints mean +- std. `--record` appends the result to bench/results.json and rewrites the
-README's results table from that file, so the table holds only what this script measured.
+README's results table from that file, so the table holds only what this script measured. `--set` changes any
+config key for this run (e.g. `--set dataset.augmentation.policy=trivialaugment`): recipe variants compared at the
+same budget (a run with --set is not recorded).
 """
 
 import argparse
@@ -106,13 +108,18 @@ def main():
     parser.add_argument("--budget-minutes", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the config's strategy)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override (repeatable; values parse as JSON when they can)")
     parser.add_argument("--record", action="store_true", help="append to bench/results.json and the README table")
     args = parser.parse_args()
+    if args.record and args.set:
+        parser.error("--record keeps the results of configs as committed: drop --set, or commit the variant")
 
     config, _ = read_config_file(args.config)
     overrides = [("training.save_strategy", "no"), ("training.load_best_model_at_end", "false")]
     if args.dataset:
         overrides.append(("dataset.name", args.dataset))
+    overrides += [tuple(item.split("=", 1)) for item in args.set]
     if args.eval_every:
         overrides += [("training.eval_strategy", "steps"), ("training.eval_steps", str(args.eval_every))]
     runs = []

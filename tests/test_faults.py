@@ -9,7 +9,7 @@ How the runs are made cheap enough (a shared 2-core CPU):
   (with 2 threads against 1 the float reductions differ); the SIGTERM test stops a plain `python train.py` and
   resumes it in a forkserver child, which also checks that both ways of starting a run give the same numbers.
 - Bad inputs fail before any training, in-process through `train.main`.
-Randomness is exercised on purpose: dropout, attention dropout, drop-path, crop+flip, RandAugment (kornia),
+Randomness is exercised on purpose: dropout, attention dropout, drop-path, crop+flip, RandAugment (per image),
 mixup/cutmix and random erasing all draw from the RNGs that a checkpoint must restore.
 """
 

@@ -5,12 +5,16 @@ import re
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from modeling_vit_scratch.training import report
+from modeling_vit_scratch.training.augment import BatchAugment
+from modeling_vit_scratch.training.config import AugmentArguments
 from modeling_vit_scratch.training.report import (
     confusion_matrix,
+    plot_augmentation_preview,
     plot_confusion_matrix,
     plot_training_curves,
     write_json,
@@ -113,6 +117,7 @@ def test_model_card(tmp_path, repo_id):
     assert "| world_size | 1 |" in body and "| Training images/s | 2777.7 |" in body
     assert "![training curves](training_curves.png)" in body
     assert "![confusion matrix](confusion_matrix.png)" in body
+    assert "augmentation preview" not in body  # only when given
     repo = repo_id or "vit-cifar10"
     assert f'AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_code=True)' in body
     assert f'AutoImageProcessor.from_pretrained("{repo}")' in body
@@ -163,3 +168,30 @@ def test_write_json_failure_keeps_old_file(tmp_path, monkeypatch):
         write_json(path, {"step": 2})
     assert json.loads(path.read_text()) == {"step": 1}  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["all_results.json"]  # and the temp file is gone
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_augmentation_preview(tmp_path, channels):
+    """A grid of 8 images x (stored + 8 augmented copies), drawn without touching the run's RNG state."""
+    args = AugmentArguments(policy="randaugment", mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing_prob=0.5)
+    augment = BatchAugment(args, (0.5,) * channels, (0.25,) * channels, 10, label_smoothing=0.1)
+    images = torch.randint(0, 256, (100, channels, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(100) % 10
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    path = tmp_path / "augmentation_preview.png"
+    plot_augmentation_preview(augment, images, labels, CLASSES, path)
+    assert torch.equal(torch.get_rng_state(), before)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (795, 640)
+    again = tmp_path / "again.png"
+    plot_augmentation_preview(augment, images, labels, CLASSES, again)  # seeded: the same picture
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_model_card_shows_the_preview(tmp_path):
+    write_model_card(tmp_path, model_name="m", results=RESULTS, config=CONFIG, dataset_name="uoft-cs/cifar10",
+                     class_names=CLASSES, repo_id=None, curves_png="a.png", confusion_png="b.png",
+                     preview_png="augmentation_preview.png")
+    _, body = read_card(tmp_path / "README.md")
+    assert "![augmentation preview](augmentation_preview.png)" in body

@@ -155,7 +155,7 @@ def test_python_run_writes_a_complete_hub_folder(python_run):
     assert results["world_size"] == 1 and results["seed"] == 0 and results["train_images"] == TRAIN_IMAGES
 
     card = (out / "README.md").read_text()
-    for png in ("training_curves.png", "confusion_matrix.png"):
+    for png in ("training_curves.png", "confusion_matrix.png", "augmentation_preview.png"):
         assert f"]({png})" in card
         assert_png(out / png)
     assert "A Vision Transformer written from scratch" in card  # ours, not the Trainer's automatic card
@@ -354,7 +354,7 @@ def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_pa
     remote = hub.repo
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "configuration_vit_scratch.py",
                  "modeling_vit_scratch.py", "README.md", "training_curves.png", "confusion_matrix.png",
-                 "all_results.json", "experiment.json"):
+                 "augmentation_preview.png", "all_results.json", "experiment.json"):
         assert (remote / name).is_file(), name
         assert (remote / name).read_bytes() == (out / name).read_bytes(), f"{name}: the remote copy is stale"
     card = (remote / "README.md").read_text()

@@ -30,14 +30,20 @@ def _check(ok: bool, key: str, value, allowed: str):
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
+AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+
+
 @dataclass
 class AugmentArguments:
     """Batch augmentation on the training device (`dataset.augmentation.*`); evaluation sees none of it."""
 
     random_crop_padding: int = 4  # pad each side by this many pixels (reflect), crop back at random; 0 = off
     horizontal_flip: bool = True  # flip left-right with probability 0.5
-    randaugment_num_ops: int = 0  # RandAugment: ops per batch (kornia draws them per batch), 0..15; 0 = off
-    randaugment_magnitude: int = 9  # RandAugment magnitude, 1..29 (kornia's RandAugment takes 0 < m < 30)
+    # "randaugment" (torchvision's RandAugment), "trivialaugment" (TrivialAugmentWide) or "none"; every image draws
+    # its own ops. null: "randaugment" when randaugment_num_ops > 0, else "none" (configs written before `policy`).
+    policy: str | None = None
+    randaugment_num_ops: int | None = None  # RandAugment: ops applied in turn to each image; null = 2 (torchvision)
+    randaugment_magnitude: int = 9  # RandAugment magnitude: bin 0..30 of torchvision's 31 (9 = its default)
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup of pairs of images and their labels; 0 = off
     cutmix_alpha: float = 0.0  # Beta(alpha, alpha) cutmix; with mixup too, each batch picks one at random; 0 = off
     mix_prob: float = 1.0  # probability that a batch is mixed at all (when mixup or cutmix is on)
@@ -47,12 +53,24 @@ class AugmentArguments:
         p = "dataset.augmentation."
         for name in ("random_crop_padding", "randaugment_num_ops", "randaugment_magnitude"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, p + name, value,
+            _check(value is None and name == "randaugment_num_ops" or
+                   isinstance(value, int) and not isinstance(value, bool) and value >= 0, p + name, value,
                    "must be an integer >= 0")
-        _check(self.randaugment_num_ops <= 15, p + "randaugment_num_ops", self.randaugment_num_ops,
-               "must be in 0..15 (kornia's RandAugment has 15 ops)")
-        _check(1 <= self.randaugment_magnitude <= 29, p + "randaugment_magnitude", self.randaugment_magnitude,
-               "must be in 1..29 (kornia's RandAugment range, scaled by m / 30)")
+        _check(self.randaugment_magnitude <= 30, p + "randaugment_magnitude", self.randaugment_magnitude,
+               "must be a magnitude bin in 0..30 (torchvision's 31 bins)")
+        _check(self.policy is None or self.policy in AUGMENT_POLICIES, p + "policy", self.policy,
+               f"must be one of {', '.join(AUGMENT_POLICIES)} (or null)")
+        ops = self.randaugment_num_ops
+        if self.policy is None:  # resolved here, so the rest of the code sees one of AUGMENT_POLICIES
+            self.policy = "randaugment" if ops else "none"
+        if self.policy == "randaugment":
+            _check(ops is None or ops > 0, p + "randaugment_num_ops", ops,
+                   "must be >= 1 with policy 'randaugment' (policy 'none' turns it off)")
+            self.randaugment_num_ops = 2 if ops is None else ops
+        else:
+            _check(not ops, p + "randaugment_num_ops", ops, f"applies to policy 'randaugment' only, not "
+                   f"{self.policy!r}")
+            self.randaugment_num_ops = 0
         _check(isinstance(self.horizontal_flip, bool), p + "horizontal_flip", self.horizontal_flip,
                "must be true or false")
         for name in ("mixup_alpha", "cutmix_alpha"):
@@ -122,6 +140,7 @@ TRAINING_DEFAULTS = {
     "report_to": "none",
     "remove_unused_columns": False,  # our datasets yield exactly the model's inputs
     "dataloader_pin_memory": False,  # the images already live on the training device
+    "logging_nan_inf_filter": False,  # a host sync every step; trainer.py checks for NaN/inf when it logs instead
     "label_names": ["labels"],
 }
 
@@ -148,6 +167,8 @@ TRAINING_RANGES = {
 FORBIDDEN_KEYS = {
     "training.hub_token": "a token never goes into a config file; use HF_TOKEN or `hf auth login`",
     "training.dataloader_num_workers": "the images live on the training device; there is nothing for workers to do",
+    "training.dataloader_drop_last": "training always drops its last partial batch (every step the same shapes) and "
+                                     "evaluation never does (every image counts); see trainer.py",
     "training.enable_jit_checkpoint": "SIGTERM already saves a checkpoint at the end of the current step and stops "
                                       "(synchronised across processes, resumable exactly); see trainer.py",
 }

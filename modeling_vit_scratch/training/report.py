@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from matplotlib.figure import Figure
 
@@ -74,8 +75,47 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     _save(fig, path)
 
 
+def plot_augmentation_preview(augment, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
+                              path: PathLike, rows: int = 8, copies: int = 8, batch: int = 64, seed: int = 0) -> None:
+    """What the model trains on: `rows` training images, each as stored and then `copies` times augmented.
+
+    augment: the run's `BatchAugment` (crop/flip, RandAugment/TrivialAugment, erasing, mixup/cutmix; on any device);
+    images: uint8 (N, C, H, W) and labels (N,) of the training split. A seeded draw of `batch` of them is augmented
+    as one training batch (mixing pairs image i with image batch-1-i, as in training). torch's RNG state is restored
+    afterwards, so the preview changes nothing in the run. Pixels are shown denormalised: erased boxes show the
+    mean colour.
+    """
+    device = augment.mean.device
+    picked = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:batch]
+    images, labels = images[picked], labels[picked]
+    rows = min(rows, len(picked))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        draws = [augment(images.to(device), labels.to(device))[0][:rows].cpu() for _ in range(copies)]
+    mean, std = augment.mean.cpu(), augment.std.cpu()
+    shown = [images[:rows].float() / 255] + [(x * std + mean).clamp(0, 1) for x in draws]
+    grid = torch.stack(shown, dim=1)  # (rows, 1 + copies, C, H, W)
+    r, k, c, h, w = grid.shape
+    gap = 2  # white lines between the images
+    canvas = torch.ones(r, h + gap, k, w + gap, c)
+    canvas[:, :h, :, :w] = grid.permute(0, 3, 1, 4, 2)  # (rows, H, 1 + copies, W, C)
+    picture = canvas.reshape(r * (h + gap), k * (w + gap), c)[:-gap, :-gap].numpy()
+    fig = Figure(figsize=(1.2 + 0.75 * k, 0.4 + 0.75 * r), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(picture[..., 0] if c == 1 else picture, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks([j * (w + gap) + w / 2 for j in range(k)], ["stored"] + [str(j) for j in range(1, k)])
+    ax.set_yticks([i * (h + gap) + h / 2 for i in range(r)], [class_names[int(y)] for y in labels[:rows]])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("Training images as the model sees them (augmented copies)")
+    _save(fig, path)
+
+
 def write_model_card(path: PathLike, *, model_name: str, results: dict, config: dict, dataset_name: str,
-                     class_names: list[str], repo_id: str | None, curves_png: str, confusion_png: str) -> None:
+                     class_names: list[str], repo_id: str | None, curves_png: str, confusion_png: str,
+                     preview_png: str | None = None) -> None:
     """Write README.md (`path` is the file, or the model folder): Hub metadata, results, figures, config, usage."""
     path = Path(path)
     if path.suffix.lower() != ".md":
@@ -108,6 +148,8 @@ print(model.config.id2label[model(**inputs).logits.argmax(-1).item()])
 classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
 print(classifier("image.png"))
 ```"""
+    preview = ("\nThe training images after the augmentation of the configuration below (`augmentation_preview.png`, "
+               f"written at the start of training):\n\n![augmentation preview]({preview_png})\n") if preview_png else ""
     text = f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
 ---
@@ -127,7 +169,7 @@ Classes ({len(class_names)}): {", ".join(f"`{name}`" for name in class_names)}.
 ![training curves]({curves_png})
 
 ![confusion matrix]({confusion_png})
-
+{preview}
 ## Usage
 
 {usage}

@@ -19,12 +19,20 @@ from .augment import BatchAugment
 from .config import ConfigError, Experiment
 from .data import ImageData, load_image_data
 from .metrics import build_compute_metrics
-from .report import confusion_matrix, plot_confusion_matrix, plot_training_curves, write_json, write_model_card
+from .report import (
+    confusion_matrix,
+    plot_augmentation_preview,
+    plot_confusion_matrix,
+    plot_training_curves,
+    write_json,
+    write_model_card,
+)
 from .trainer import DeviceImageDataset, Preempted, ViTScratchTrainer, checkpoint_mismatch, latest_complete_checkpoint
 
 logger = logging.getLogger("vit_scratch")
 
 EXPERIMENT_FILE = "experiment.json"
+PREVIEW_FILE = "augmentation_preview.png"
 
 
 def check_output_dir(experiment: Experiment, resume: bool) -> Path | None:
@@ -89,6 +97,11 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     model_defaults = ViTScratchConfig(**{k: v for k, v in experiment.model.items() if k != "num_labels"})
     data = load_image_data(experiment.dataset, model_defaults.image_size, model_defaults.num_channels,
                            experiment.model.get("num_labels"))
+    per_step = args.per_device_train_batch_size * args.world_size
+    if len(data.train) < per_step:
+        raise ConfigError(f"training.per_device_train_batch_size={args.per_device_train_batch_size} x "
+                          f"{args.world_size} process(es) = {per_step} images per step, but the training split holds "
+                          f"{len(data.train)}: training drops an incomplete last batch, so it would never step")
     config = build_model_config(experiment, data)
     set_seed(args.seed)  # right before the weights are drawn, so a resumed run rebuilds the same model
     model = ViTScratchForImageClassification(config)
@@ -113,6 +126,8 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
+        plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
+                                  output_dir / PREVIEW_FILE)
 
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -157,5 +172,6 @@ def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Exper
         repo_id=trainer.args.hub_model_id,
         curves_png="training_curves.png",
         confusion_png="confusion_matrix.png",
+        preview_png=PREVIEW_FILE,
     )
 
