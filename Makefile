@@ -28,7 +28,7 @@ train: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/model_step.py
 	$(BIN)/python bench/augment.py
-	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/overhead.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,7 +4,10 @@
   (`__getitems__`), so the Trainer's sampler, accelerate's per-process sharding and resume-skipping all
   still work, but no per-image Python runs and no worker processes are needed.
 - `ViTScratchTrainer._prepare_inputs` turns a uint8 batch into model inputs on the device: augmentation and
-  normalisation while training, normalisation alone while evaluating.
+  normalisation while training (compiled with the model under `torch_compile`), normalisation alone while evaluating.
+- The training step never waits for the device: no `.item()`, no host copies; what must read a value (the NaN check,
+  logging) does so only when the Trainer logs, evaluates or saves. Training drops its last partial batch, so every
+  step has the same shapes (one compiled graph, CUDA-graph friendly); evaluation keeps every image.
 - No weight decay on biases, norms, the CLS token and the position embeddings.
 - Label smoothing is folded into the soft targets of the augmentation (the Trainer's own `LabelSmoother`
   assumes integer labels, which mixup/cutmix replace), so evaluation losses are plain cross-entropy.
@@ -164,6 +167,10 @@ class ViTScratchTrainer(Trainer):
         super().__init__(*args, **kwargs)
         device = self.args.device
         self.augment = augment.to(device)
+        # One graph for the whole augmentation (dozens of small elementwise ops per batch), fixed shapes like the
+        # training batches; compiled lazily on the first batch, like the model.
+        self._train_augment = torch.compile(self.augment, dynamic=False) if self.args.torch_compile else self.augment
+        self._flops_per_input = None
         for dataset in (self.train_dataset, *self._eval_datasets()):
             if isinstance(dataset, DeviceImageDataset):
                 dataset.to(device)
@@ -202,10 +209,32 @@ class ViTScratchTrainer(Trainer):
         if images.dtype != torch.uint8:  # already model inputs (e.g. a user-supplied float dataset)
             return inputs
         if self.model.training:
-            pixel_values, labels = self.augment(images, labels)
+            pixel_values, labels = self._train_augment(images, labels)
         else:
             pixel_values = self.augment.normalize(images)
+            if self.args.torch_compile:  # one evaluation graph for every batch size: no recompile on the last batch
+                torch._dynamo.mark_dynamic(pixel_values, 0)
         return {"pixel_values": pixel_values, "labels": labels}
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        # transformers applies `dataloader_drop_last` to every dataloader; here training always drops its last partial
+        # batch (same shapes every step; no tiny last step) and evaluation never does (every image counts).
+        saved, self.args.dataloader_drop_last = self.args.dataloader_drop_last, is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        finally:
+            self.args.dataloader_drop_last = saved
+
+    def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
+        """6 x parameters (without embeddings) x tokens per batch, for `total_flos`. transformers recounts the
+        parameters on every step (a walk over all modules) and multiplies by the pixel count; count once, use tokens."""
+        if self._flops_per_input is None:
+            model = self.accelerator.unwrap_model(self.model)
+            config = model.config
+            tokens = (config.image_size // config.patch_size) ** 2 + 1
+            self._flops_per_input = 6 * model.num_parameters(exclude_embeddings=True) * tokens
+        return self._flops_per_input * len(inputs["pixel_values"])
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

@@ -1,0 +1,238 @@
+"""One training step, timed three ways on the same model, data, augmentation and optimizer settings.
+
+Shared by bench/overhead.py (per-step overhead on CPU, tiny model) and bench/gpu_report.py (the GPU's view).
+
+- `model_step_seconds`: the model alone: one fixed, already normalised batch; forward (autocast as configured),
+  backward, gradient clipping, the optimizer and the schedule. No data, no augmentation.
+- `bare_loop_seconds`: the same plus what any pipeline must do: gather a random batch of the device-resident uint8
+  images, augment and normalise it with the run's `BatchAugment`. A plain PyTorch loop: the floor.
+- `trainer_seconds`: the real path, `ViTScratchTrainer.train()` with the same settings (sampler, batch cut,
+  augmentation hook, accelerate, clipping, optimizer, scheduler, callbacks, logging every `logging_steps`).
+Each returns seconds per step over `steps` steps after `warmup` steps (compilation happens in the warm-up); on CUDA
+the clock is synchronised at both ends of the timed span and nowhere inside it.
+
+`SyncTrap` is a TrainerCallback that fails the run on any host<->device synchronisation inside a window of steps:
+on CUDA with `torch.cuda.set_sync_debug_mode("error")`; on CPU, where nothing ever waits, with a stand-in that raises
+on `.item()`, `.tolist()`, `.cpu()`, `.numpy()` and `bool()/int()/float()` of any tensor created inside the window
+(the calls that would wait for a GPU).
+"""
+
+import contextlib
+import tempfile
+import time
+
+import torch
+from torch.overrides import TorchFunctionMode
+from transformers import TrainerCallback, get_scheduler
+
+from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
+from modeling_vit_scratch.training.augment import BatchAugment
+from modeling_vit_scratch.training.config import apply_overrides, build_experiment
+from modeling_vit_scratch.training.data import ImageSplit
+from modeling_vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 32}
+
+
+def experiment_for(config: dict, batch_size: int, steps: int, device: str, overrides: list[tuple[str, str]] = ()):
+    """The config as `train.py` would run it, trimmed to `steps` steps of `batch_size`, with nothing saved."""
+    with tempfile.TemporaryDirectory() as out:
+        fixed = [("training.output_dir", out), ("training.per_device_train_batch_size", str(batch_size)),
+                 ("training.max_steps", str(steps)), ("training.eval_strategy", "no"),
+                 ("training.save_strategy", "no"), ("training.load_best_model_at_end", "false"),
+                 ("training.disable_tqdm", "true"), ("training.report_to", "none")]
+        if device == "cpu":
+            fixed += [("training.use_cpu", "true"), ("training.bf16", "false")]
+        return build_experiment(apply_overrides(config, fixed + list(overrides)))
+
+
+def random_split(n: int, image_size: int = 32, channels: int = 3, seed: int = 0) -> ImageSplit:
+    generator = torch.Generator().manual_seed(seed)
+    return ImageSplit(images=torch.randint(0, 256, (n, channels, image_size, image_size), dtype=torch.uint8,
+                                           generator=generator),
+                      labels=torch.randint(0, 10, (n,), generator=generator))
+
+
+def build_model(experiment, device) -> ViTScratchForImageClassification:
+    torch.manual_seed(0)
+    config = ViTScratchConfig(**{k: v for k, v in experiment.model.items() if k != "num_labels"}, num_labels=10)
+    return ViTScratchForImageClassification(config).to(device).train()
+
+
+def build_augment(experiment, device) -> BatchAugment:
+    return BatchAugment(experiment.dataset.augmentation, MEAN, STD, 10,
+                        label_smoothing=experiment.training.label_smoothing_factor).to(device)
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+class _PlainStep:
+    """forward (+ autocast) -> backward -> clip -> optimizer -> schedule -> zero_grad, as the Trainer configures them."""
+
+    def __init__(self, experiment, model, steps: int):
+        args = experiment.training
+        self.model = torch.compile(model, backend=args.torch_compile_backend or "inductor",
+                                   mode=args.torch_compile_mode) if args.torch_compile else model
+        decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(NO_DECAY_SUFFIXES)]
+        rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.endswith(NO_DECAY_SUFFIXES))]
+        groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        fused = args.optim == "adamw_torch_fused"
+        self.optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                           eps=args.adam_epsilon, fused=fused or None)
+        self.scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer,
+                                       num_warmup_steps=args.get_warmup_steps(steps), num_training_steps=steps)
+        self.max_grad_norm = args.max_grad_norm
+        device_type = next(model.parameters()).device.type
+        self.autocast = ((lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if args.bf16
+                         else contextlib.nullcontext)
+
+    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> None:
+        with self.autocast():
+            loss = self.model(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _timed(step, steps: int, warmup: int, device) -> float:
+    for i in range(warmup):
+        step(i)
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def model_step_seconds(experiment, steps: int, warmup: int, device) -> float:
+    """The model alone on one fixed, normalised batch."""
+    b = experiment.training.per_device_train_batch_size
+    model = build_model(experiment, device)
+    plain = _PlainStep(experiment, model, warmup + steps)
+    config = model.config
+    pixels = torch.randn(b, config.num_channels, config.image_size, config.image_size, device=device)
+    augment = build_augment(experiment, device)
+    _, labels = augment(torch.zeros(b, config.num_channels, config.image_size, config.image_size, dtype=torch.uint8,
+                                    device=device), torch.randint(0, 10, (b,), device=device))
+    return _timed(lambda i: plain(pixels, labels), steps, warmup, device)
+
+
+def bare_loop_seconds(experiment, split: ImageSplit, steps: int, warmup: int, device) -> float:
+    """Random batches gathered from device-resident uint8 data, augmented as the run would, then the model step."""
+    b = experiment.training.per_device_train_batch_size
+    model = build_model(experiment, device)
+    plain = _PlainStep(experiment, model, warmup + steps)
+    augment = build_augment(experiment, device)
+    augment_fn = torch.compile(augment, dynamic=False) if experiment.training.torch_compile else augment
+    images, labels = split.images.to(device), split.labels.to(device)
+    order = torch.randperm(len(labels), device=device)
+    batches = len(labels) // b
+
+    def step(i: int) -> None:
+        index = order[(i % batches) * b:][:b]
+        pixel_values, targets = augment_fn(images[index], labels[index])
+        plain(pixel_values, targets)
+
+    return _timed(step, steps, warmup, device)
+
+
+class _StepClock(TrainerCallback):
+    def __init__(self, warmup: int, device):
+        self.warmup, self.device, self.start, self.end, self.steps = warmup, device, None, None, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            _sync(self.device)
+            self.start = time.perf_counter()
+        elif state.global_step > self.warmup:
+            self.steps += 1
+            if state.global_step == state.max_steps:
+                _sync(self.device)
+                self.end = time.perf_counter()
+
+
+def trainer_seconds(experiment, split: ImageSplit, steps: int, warmup: int, device, callbacks=()) -> float:
+    """`ViTScratchTrainer.train()` over `split` for warmup + steps steps (experiment_for's max_steps)."""
+    assert experiment.training.max_steps == warmup + steps, "build the experiment with max_steps = warmup + steps"
+    clock = _StepClock(warmup, device)
+    with tempfile.TemporaryDirectory() as out:
+        experiment.training.output_dir = out
+        trainer = ViTScratchTrainer(model=build_model(experiment, "cpu"), args=experiment.training,
+                                    train_dataset=DeviceImageDataset(split), augment=build_augment(experiment, "cpu"),
+                                    callbacks=[clock, *callbacks])
+        try:
+            trainer.train()
+        finally:  # an exception skips on_train_end: never leave a trap switched on
+            for callback in callbacks:
+                if isinstance(callback, SyncTrap):
+                    callback.close()
+    return (clock.end - clock.start) / clock.steps
+
+
+class SyncError(RuntimeError):
+    pass
+
+
+class _HostReadTrap(TorchFunctionMode):
+    """CPU stand-in for CUDA's sync debug mode: reading a value of a tensor made while the trap is on raises."""
+
+    READS = {"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.made: set[int] = set()  # ids of tensors created under the trap (ids of live tensors are unique)
+        self._keep = []  # ...so keep them alive while the trap is on
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS and args and isinstance(args[0], torch.Tensor) and id(args[0]) in self.made:
+            raise SyncError(f"{name} on a tensor made inside the training step (shape {tuple(args[0].shape)}): "
+                            "on a GPU this waits for the device")
+        out = func(*args, **(kwargs or {}))
+        in_place = name.endswith("_") and not name.startswith("__")  # add_ returns its (older) input
+        if isinstance(out, torch.Tensor) and not in_place:
+            self.made.add(id(out))
+            self._keep.append(out)
+        return out
+
+
+class SyncTrap(TrainerCallback):
+    """Fails the run on a host<->device sync between the end of step `first` and the end of step `last`."""
+
+    def __init__(self, first: int, last: int, device):
+        self.first, self.last, self.device = first, last, torch.device(device)
+        self.trap, self.checked_steps = None, 0
+
+    def _on(self):
+        if self.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("error")
+        else:
+            self.trap = _HostReadTrap()
+            self.trap.__enter__()
+
+    def close(self):
+        if self.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+        elif self.trap is not None:
+            self.trap.__exit__(None, None, None)
+            self.trap = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.first:
+            _sync(self.device)
+            self._on()
+        elif self.first < state.global_step <= self.last:
+            self.checked_steps += 1
+            if state.global_step == self.last:
+                self.close()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
