@@ -14,7 +14,7 @@ the clock is synchronised at both ends of the timed span and nowhere inside it.
 `SyncTrap` is a TrainerCallback that fails the run on any host<->device synchronisation inside a window of steps:
 on CUDA with `torch.cuda.set_sync_debug_mode("error")`; on CPU, where nothing ever waits, with a stand-in that raises
 on `.item()`, `.tolist()`, `.cpu()`, `.numpy()` and `bool()/int()/float()` of any tensor created inside the window
-(the calls that would wait for a GPU).
+(the calls that would wait for a GPU), and on `torch.tensor(...)` (a blocking copy from the host on a GPU).
 """
 
 import contextlib
@@ -185,6 +185,7 @@ class _HostReadTrap(TorchFunctionMode):
     """CPU stand-in for CUDA's sync debug mode: reading a value of a tensor made while the trap is on raises."""
 
     READS = {"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+    COPIES_IN = {"tensor"}  # torch.tensor(python data, device=cuda) is a blocking host-to-device copy
 
     def __init__(self):
         super().__init__()
@@ -196,6 +197,8 @@ class _HostReadTrap(TorchFunctionMode):
         if name in self.READS and args and isinstance(args[0], torch.Tensor) and id(args[0]) in self.made:
             raise SyncError(f"{name} on a tensor made inside the training step (shape {tuple(args[0].shape)}): "
                             "on a GPU this waits for the device")
+        if name in self.COPIES_IN:
+            raise SyncError(f"torch.{name}(...) inside the training step: on a GPU, a blocking copy from the host")
         out = func(*args, **(kwargs or {}))
         in_place = name.endswith("_") and not name.startswith("__")  # add_ returns its (older) input
         if isinstance(out, torch.Tensor) and not in_place:

@@ -81,6 +81,9 @@ def hardware() -> str:
 
 
 def commit() -> str:
+    """The short commit of the code measured (VIT_SCRATCH_COMMIT where the copy has no .git, e.g. a GPU machine)."""
+    if os.environ.get("VIT_SCRATCH_COMMIT"):
+        return os.environ["VIT_SCRATCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -111,7 +114,10 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override (repeatable; values parse as JSON when they can)")
     parser.add_argument("--record", action="store_true", help="append to bench/results.json and the README table")
+    parser.add_argument("--output-dir", help="keep the run's output folder here (one seed; default: a temp folder)")
     args = parser.parse_args()
+    if args.output_dir and len(args.seeds) > 1:
+        parser.error("--output-dir keeps one run: give one seed")
     if args.record and args.set:
         parser.error("--record keeps the results of configs as committed: drop --set, or commit the variant")
 
@@ -125,7 +131,7 @@ def main():
     runs = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
-            seeded = apply_overrides(config, overrides + [("training.output_dir", out)])
+            seeded = apply_overrides(config, overrides + [("training.output_dir", args.output_dir or out)])
             result = run_once(seeded, seed, args.budget_minutes * 60)
         runs.append(result)
         print(f"\nseed {seed}: test accuracy {result['test_accuracy']:.4f}, trained {result['train_seconds']:.0f} s, "

@@ -11,7 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10"
+# The local uoft-cs/cifar10 copy beside the repo; VIT_SCRATCH_CIFAR10 points elsewhere (e.g. the GPU machine's copy).
+CIFAR10 = Path(os.environ.get("VIT_SCRATCH_CIFAR10", REPO.parent / "shared" / "datasets" / "cifar10"))
 
 
 def subprocess_env(**extra) -> dict:

@@ -249,3 +249,42 @@ def test_policy_config():
                        ({"randaugment_magnitude": -1}, "randaugment_magnitude")):
         with pytest.raises(ConfigError, match=match):
             AugmentArguments(**bad)
+
+
+TORCHVISION_NAMES = {"identity": "Identity", "shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "TranslateX",
+                     "translate_y": "TranslateY", "rotate": "Rotate", "brightness": "Brightness", "color": "Color",
+                     "contrast": "Contrast", "sharpness": "Sharpness", "posterize": "Posterize", "solarize": "Solarize",
+                     "autocontrast": "AutoContrast", "equalize": "Equalize"}
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_matches_torchvision_itself(cifar, policy):
+    """Where torchvision imports (not beside this project's torch; it does on the GPU machine): torchvision's own
+    `_apply_op` on uint8 tensors, with its own magnitude tables. Geometric ops: torchvision's nearest grid_sample
+    rounds ties to even where we (and Pillow) floor: <= 3% of pixels; the rest as against Pillow."""
+    tv = pytest.importorskip("torchvision")
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.autoaugment import _apply_op
+
+    _, pixels = cifar
+    uint8 = (pixels * 255).round().to(torch.uint8)
+    if policy == "randaugment":
+        space, table, bins = RANDAUGMENT, tv.transforms.RandAugment()._augmentation_space(NUM_BINS, [32, 32]), (9,)
+    else:
+        space, table, bins = TRIVIALAUGMENT_WIDE, tv.transforms.TrivialAugmentWide()._augmentation_space(NUM_BINS), (
+            4, 17, 30)
+    for name in OPS:
+        magnitudes, signed = table[TORCHVISION_NAMES[name]]
+        for bin_ in bins:
+            for sign in ((1, -1) if signed else (1,)):
+                magnitude = float(magnitudes[bin_]) * sign if magnitudes.ndim else 0.0
+                reference = _apply_op(uint8, TORCHVISION_NAMES[name], magnitude, InterpolationMode.NEAREST, None)
+                reference = reference.permute(0, 2, 3, 1).numpy().astype(np.float64)
+                diff = np.abs(ours(pixels, name, bin_, sign, space) - reference)
+                where = (name, bin_, sign, float(diff.max()), float((diff > 1.01).mean()))
+                if name in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate"):
+                    assert (diff > 0).mean() <= 0.03, where
+                elif name in ("posterize", "solarize", "equalize", "identity"):
+                    assert diff.max() < 1e-3, where
+                else:
+                    assert diff.max() <= 2.0 and diff.mean() < 0.6, where

@@ -95,13 +95,16 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, mixup_alpha: float, c
     b, _, h, w = images.shape
     device = images.device
     u = torch.rand(4, device=device)  # mix at all?, which mode, box centre row, column
-    alphas = torch.tensor([mixup_alpha or 1.0] * 2 + [cutmix_alpha or 1.0] * 2, device=device)
-    g = torch.distributions.Gamma(alphas, 1.0, validate_args=False).sample()  # Beta(a, a) = G1 / (G1 + G2)
+    # Beta(a, a) = G1 / (G1 + G2) with G ~ Gamma(a, 1). Every tensor is made on the device by a kernel: a
+    # torch.tensor(python values, device=cuda) would be a blocking copy from the host, i.e. a sync.
+    alphas = torch.cat([torch.full((2,), mixup_alpha or 1.0, device=device),
+                        torch.full((2,), cutmix_alpha or 1.0, device=device)])
+    g = torch.distributions.Gamma(alphas, torch.ones_like(alphas), validate_args=False).sample()
     lam_mixup, lam_cutmix = g[0] / (g[0] + g[1]), g[2] / (g[2] + g[3])
     if mixup_alpha > 0 and cutmix_alpha > 0:
         use_cutmix = u[1] < 0.5
     else:
-        use_cutmix = torch.tensor(cutmix_alpha > 0, device=device)
+        use_cutmix = torch.full((), cutmix_alpha > 0, device=device)
     partner = images.flip(0)
 
     cut = torch.sqrt(1.0 - lam_cutmix)
