@@ -239,3 +239,21 @@ def test_cuda_stays_on_device_without_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert pixels.is_cuda and targets.is_cuda and pixels.shape == images.shape
+
+
+def test_compiled_augmentation_equals_eager(monkeypatch):
+    """Under torch_compile the Trainer runs the augmentation compiled; with inductor drawing its random numbers as
+    eager does (fallback_random), every pixel and target must match the eager module's."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    aug = make(label_smoothing=0.1, **{**ALL_ON, "mix_prob": 0.5, "random_erasing_prob": 0.25})
+    compiled = torch.compile(aug, dynamic=False)
+    images, labels = batch(b=64)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        eager_pixels, eager_targets = aug(images, labels)
+        torch.manual_seed(seed)
+        pixels, targets = compiled(images, labels)
+        torch.testing.assert_close(pixels, eager_pixels, rtol=0, atol=1e-5)
+        torch.testing.assert_close(targets, eager_targets, rtol=0, atol=1e-6)

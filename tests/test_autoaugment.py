@@ -261,7 +261,9 @@ TORCHVISION_NAMES = {"identity": "Identity", "shear_x": "ShearX", "shear_y": "Sh
 def test_matches_torchvision_itself(cifar, policy):
     """Where torchvision imports (not beside this project's torch; it does on the GPU machine): torchvision's own
     `_apply_op` on uint8 tensors, with its own magnitude tables. Geometric ops: torchvision's nearest grid_sample
-    rounds ties to even where we (and Pillow) floor: <= 3% of pixels; the rest as against Pillow."""
+    rounds ties to even where we (and Pillow) floor: <= 3% of pixels. Enhance ops: torchvision truncates to uint8
+    twice (its degenerate image, then the blend): <= 2 levels, mean <= 1 (measured on an H100 machine with
+    torchvision 0.26: color at TrivialAugment bin 17, factor 0.44: max 1.55, mean 0.75)."""
     tv = pytest.importorskip("torchvision")
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.autoaugment import _apply_op
@@ -273,6 +275,7 @@ def test_matches_torchvision_itself(cifar, policy):
     else:
         space, table, bins = TRIVIALAUGMENT_WIDE, tv.transforms.TrivialAugmentWide()._augmentation_space(NUM_BINS), (
             4, 17, 30)
+    mismatches = []
     for name in OPS:
         magnitudes, signed = table[TORCHVISION_NAMES[name]]
         for bin_ in bins:
@@ -281,10 +284,13 @@ def test_matches_torchvision_itself(cifar, policy):
                 reference = _apply_op(uint8, TORCHVISION_NAMES[name], magnitude, InterpolationMode.NEAREST, None)
                 reference = reference.permute(0, 2, 3, 1).numpy().astype(np.float64)
                 diff = np.abs(ours(pixels, name, bin_, sign, space) - reference)
-                where = (name, bin_, sign, float(diff.max()), float((diff > 1.01).mean()))
                 if name in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate"):
-                    assert (diff > 0).mean() <= 0.03, where
+                    ok = (diff > 0).mean() <= 0.03
                 elif name in ("posterize", "solarize", "equalize", "identity"):
-                    assert diff.max() < 1e-3, where
-                else:
-                    assert diff.max() <= 2.0 and diff.mean() < 0.6, where
+                    ok = diff.max() < 1e-3
+                else:  # torchvision truncates its gray/mean/blur and its blend to uint8: two biases of < 1 level
+                    ok = diff.max() <= 2.0 and diff.mean() <= 1.0
+                if not ok:
+                    mismatches.append((name, bin_, sign, round(float(diff.max()), 3), round(float(diff.mean()), 3),
+                                       round(float((diff > 0).mean()), 4)))
+    assert not mismatches, mismatches  # (op, bin, sign, max, mean, share of pixels that differ)
