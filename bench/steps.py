@@ -71,7 +71,7 @@ def _sync(device) -> None:
 
 
 class _PlainStep:
-    """forward (+ autocast) -> backward -> clip -> optimizer -> schedule -> zero_grad, as the Trainer configures them."""
+    """forward (+ autocast) -> backward -> clip -> optimizer -> schedule -> zero_grad, as the Trainer sets them."""
 
     def __init__(self, experiment, model, steps: int):
         args = experiment.training

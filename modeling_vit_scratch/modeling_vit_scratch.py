@@ -19,8 +19,11 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
 
 from .configuration_vit_scratch import ViTScratchConfig
+
+logger = logging.get_logger(__name__)
 
 
 class ViTScratchPatchEmbeddings(nn.Module):
@@ -118,7 +121,8 @@ class ViTScratchAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_len, _ = hidden_states.shape
         # (B, T, D) -> (B, T, h, d) -> (B, h, T, d). The transpose after the view is what keeps each token's
         # head slices together; a bare view to (B, h, T, d) would mix tokens across heads (the bug of the
@@ -127,9 +131,13 @@ class ViTScratchAttention(nn.Module):
             proj(hidden_states).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if output_attentions and implementation not in ("eager", None):
+            # SDPA/flash/flex cannot return the weights: this call runs eager attention (same result, slower).
+            logger.warning_once(f"output_attentions=True: computing attention eagerly for these calls "
+                                f"({implementation!r} cannot return attention weights)")
+            implementation = "eager"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self, query, key, value, None,
             dropout=self.attention_dropout if self.training else 0.0,
@@ -181,8 +189,9 @@ class ViTScratchLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.drop_path = ViTScratchDropPath(drop_path)
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attention(self.layernorm_before(hidden_states))
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attention(self.layernorm_before(hidden_states), output_attentions)
         hidden_states = hidden_states + self.drop_path(self.dropout(attn_output))
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
         hidden_states = hidden_states + self.drop_path(self.dropout(mlp_output))
@@ -202,28 +211,6 @@ class ViTScratchPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """transformers' `from_pretrained`, but strict about missing weights.
-
-        transformers (5.x) raises on shape mismatches (unless `ignore_mismatched_sizes=True`) but only *warns* when
-        the checkpoint lacks some of the model's weights, and initialises them at random: a damaged checkpoint would
-        load as a silently different model. Here any missing weight is an error, except a classification head
-        missing as a whole (a `ViTScratchModel` backbone loaded into `ViTScratchForImageClassification`).
-        """
-        want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = set(info["missing_keys"])
-        head = {name for name in model.state_dict() if not name.startswith(f"{cls.base_model_prefix}.")}
-        if head and missing & head == head and cls.base_model_prefix and hasattr(model, cls.base_model_prefix):
-            missing -= head  # a backbone checkpoint: the new head is initialised, as transformers warns
-        if missing:
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-            raise OSError(f"{source}: the checkpoint lacks {len(missing)} of {type(model).__name__}'s weights "
-                          f"({', '.join(sorted(missing)[:5])}{', ...' if len(missing) > 5 else ''}); refusing to "
-                          "initialise them at random")
-        return (model, info) if want_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -267,18 +254,13 @@ class ViTScratchModel(ViTScratchPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if output_attentions and self.config._attn_implementation not in ("eager", None):
-            raise ValueError(
-                f"output_attentions=True needs attn_implementation='eager' (this model uses "
-                f"{self.config._attn_implementation!r}); load it with attn_implementation='eager'"
-            )
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
 
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states)  # (B, T, D), (B, h, T, T) or None
+            hidden_states, attn_weights = layer(hidden_states, bool(output_attentions))  # (B, T, D), (B, h, T, T)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -299,9 +281,19 @@ class ViTScratchModel(ViTScratchPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for integer labels (B,), soft-target cross-entropy for probability labels (B, K)."""
-    logits = logits.float()  # the loss in fp32 also under autocast
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None = None) -> torch.Tensor:
+    """The loss for `config.problem_type`, in fp32 also under autocast; never writes `problem_type`.
+
+    "regression": MSE (labels (B,) when num_labels == 1, else (B, K)). "multi_label_classification": BCE with logits
+    on (B, K) multi-hot labels. "single_label_classification" and unset: cross-entropy for integer labels (B,),
+    soft-target cross-entropy for probability labels (B, K) (mixup/cutmix/label smoothing). Unlike transformers'
+    ViT, float (B, K) labels without a problem_type mean soft targets here, not multi-label.
+    """
+    logits = logits.float()
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, labels.float())
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
     if labels.is_floating_point():
         if labels.shape != logits.shape:
             raise ValueError(
@@ -331,8 +323,9 @@ class ViTScratchForImageClassification(ViTScratchPreTrainedModel):
         return_dict: bool | None = None,
     ) -> ImageClassifierOutput | tuple:
         r"""
-        labels: `(B,)` integer class indices, or `(B, K)` class probabilities (mixup/cutmix, label smoothing).
-            The loss is the mean (soft-target) cross-entropy over the batch; `problem_type` is never consulted.
+        labels: `(B,)` integer class indices, or `(B, K)` class probabilities (mixup/cutmix, label smoothing): mean
+            (soft-target) cross-entropy. With `config.problem_type` "regression" (MSE) or
+            "multi_label_classification" (BCE with logits on multi-hot labels), that loss; see `classification_loss`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.vit(
@@ -343,7 +336,7 @@ class ViTScratchForImageClassification(ViTScratchPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(outputs.pooler_output)  # (B, K)
-        loss = classification_loss(logits, labels) if labels is not None else None
+        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

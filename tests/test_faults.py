@@ -318,7 +318,7 @@ CORRUPTIONS = {  # how -> what checkpoint_problem says
 def test_checkpoint_problem_names_each_kind_of_damage(every_step_run, tmp_path, how):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from modeling_vit_scratch.training.trainer import checkpoint_problem, latest_complete_checkpoint
+    from modeling_vit_scratch.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
 
     for step in (3, 4):
         shutil.copytree(every_step_run / f"checkpoint-{step}", tmp_path / f"checkpoint-{step}")
@@ -413,7 +413,7 @@ def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(bes
            in log
     assert 2 <= step < MAX_STEPS
     assert checkpoints(out)[-1] == step
-    from modeling_vit_scratch.training.trainer import checkpoint_problem
+    from modeling_vit_scratch.training.checkpoints import checkpoint_problem
 
     assert checkpoint_problem(out / f"checkpoint-{step}") is None
     assert json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())["global_step"] == step
@@ -467,7 +467,7 @@ def test_sigterm_to_a_two_process_accelerate_launch(tmp_path, cifar10_path):
     stops = [line for line in text.splitlines() if line.startswith("error: SIGTERM: saved ")]
     assert len(stops) == 2 and stops[0] == stops[1], text[-6000:]  # both processes, the same checkpoint
     step = int(stops[0].split(" at step ")[1].split()[0])
-    from modeling_vit_scratch.training.trainer import checkpoint_problem
+    from modeling_vit_scratch.training.checkpoints import checkpoint_problem
 
     assert checkpoint_problem(out / f"checkpoint-{step}") is None
     assert {p.name for p in (out / f"checkpoint-{step}").glob("rng_state*")} == {"rng_state_0.pth",
@@ -733,16 +733,22 @@ def saved_model(tmp_path_factory) -> Path:
     return folder
 
 
-def test_from_pretrained_refuses_missing_or_mismatched_weights(saved_model, tmp_path):
+def test_from_pretrained_reports_and_our_loader_refuses_incomplete_weights(saved_model, tmp_path, caplog):
+    """transformers' contract: `from_pretrained` loads, reports missing keys in `missing_keys` and logs them. The
+    project's own loading path (`load_complete_model`: resume, validation, prediction) refuses, naming the keys."""
     from safetensors.torch import save_file
 
     from modeling_vit_scratch import ViTScratchForImageClassification, ViTScratchModel
+    from modeling_vit_scratch.training.checkpoints import load_complete_model
+    from modeling_vit_scratch.training.config import ConfigError
 
     no_weights = tmp_path / "no_weights"
     shutil.copytree(saved_model, no_weights)
     (no_weights / "model.safetensors").unlink()
     with pytest.raises(OSError, match="no file named model.safetensors"):
         ViTScratchForImageClassification.from_pretrained(no_weights)
+    with pytest.raises(ConfigError, match="no_weights: cannot load the model: OSError: .*model.safetensors"):
+        load_complete_model(no_weights)
 
     wider = tmp_path / "config_says_64"  # config.json says 64 wide, the weights are 32 wide
     shutil.copytree(saved_model, wider)
@@ -750,29 +756,42 @@ def test_from_pretrained_refuses_missing_or_mismatched_weights(saved_model, tmp_
     (wider / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # transformers' own check, strict by default
         ViTScratchForImageClassification.from_pretrained(wider)
+    with pytest.raises(ConfigError, match="of another shape"):
+        load_complete_model(wider, ignore_mismatched_sizes=True)
 
-    for dropped in ("classifier.weight", "vit.layers.0.mlp.fc1.bias"):  # transformers would only warn and re-init
+    for dropped in ("classifier.weight", "vit.layers.0.mlp.fc1.bias"):
         partial = tmp_path / f"without_{dropped}"
         shutil.copytree(saved_model, partial)
         tensors = weights(partial)
         del tensors[dropped]
         save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
-        with pytest.raises(OSError, match=rf"lacks 1 of ViTScratchForImageClassification's weights \({dropped}\); "
-                                          "refusing to initialise them at random"):
-            ViTScratchForImageClassification.from_pretrained(partial)
+        caplog.clear()
+        model, info = ViTScratchForImageClassification.from_pretrained(partial, output_loading_info=True)
+        assert info["missing_keys"] == [dropped] or set(info["missing_keys"]) == {dropped}
+        assert dropped in caplog.text  # logged, naming the key
+        with pytest.raises(ConfigError, match=rf"the weights do not cover ViTScratchForImageClassification: "
+                                              rf"1 missing \({dropped}\)"):
+            load_complete_model(partial)
+
+    # transformers' own idiom: a fresh model from a config and an empty state dict
+    fresh, info = ViTScratchForImageClassification.from_pretrained(
+        None, config=ViTScratchForImageClassification.config_class.from_pretrained(saved_model), state_dict={},
+        output_loading_info=True)
+    assert len(info["missing_keys"]) == len(fresh.state_dict())
 
     truncated = tmp_path / "truncated"
     shutil.copytree(saved_model, truncated)
     data = (truncated / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(Exception, match="incomplete metadata|file not fully covered"):
-        ViTScratchForImageClassification.from_pretrained(truncated)
+    with pytest.raises(ConfigError, match="truncated: cannot load the model: .*(incomplete metadata|not fully covered)"):
+        load_complete_model(truncated)
 
-    # Still allowed: a backbone into a classifier (a new head, as transformers warns), a classifier into a backbone.
+    # A backbone into a classifier: a new head, reported as missing (the fine-tuning case).
     backbone = tmp_path / "backbone"
     ViTScratchModel.from_pretrained(saved_model).save_pretrained(backbone)
     model, info = ViTScratchForImageClassification.from_pretrained(backbone, output_loading_info=True)
     assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+    assert load_complete_model(saved_model).num_labels == 3
 
 
 # ----------------------------------------------------------------------------------------------- 6. security

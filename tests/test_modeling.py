@@ -84,10 +84,55 @@ def test_output_shapes_eager():
     assert base.attentions is None
 
 
-def test_output_attentions_needs_eager():
-    model = tiny_model(attn_implementation="sdpa").eval()
-    with pytest.raises(ValueError, match="attn_implementation='eager'"):
-        model(images(), output_attentions=True)
+def test_output_attentions_under_sdpa_falls_back_to_eager(caplog):
+    """transformers' contract: asking for attention weights never raises; SDPA cannot return them, so that call runs
+    eager attention, with the eager model's results, and says so once."""
+    from transformers.utils import logging as hf_logging
+
+    sdpa, eager = tiny_model(attn_implementation="sdpa").eval(), tiny_model(attn_implementation="eager").eval()
+    perturb_(sdpa)
+    eager.load_state_dict(sdpa.state_dict())
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            out = sdpa(images(), output_attentions=True)
+            again = sdpa(images(), output_attentions=True)
+    finally:
+        hf_logging.disable_propagation()
+    reference = eager(images(), output_attentions=True)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (B, 4, 65, 65)
+    for ours, theirs in zip(out.attentions, reference.attentions, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.logits, reference.logits, rtol=0, atol=1e-6)
+    assert torch.equal(again.logits, out.logits)
+    assert caplog.text.count("cannot return attention weights") == 1  # once per process
+    assert sdpa.config._attn_implementation == "sdpa"  # the model itself is unchanged
+    assert sdpa(images()).attentions is None
+
+
+@pytest.mark.parametrize("problem_type, labels, expected", [
+    ("regression", lambda logits: torch.randn(B), lambda logits, y: F.mse_loss(logits.squeeze(-1), y)),
+    ("multi_label_classification", lambda logits: (torch.rand(B, 5) > 0.5).float(),
+     lambda logits, y: F.binary_cross_entropy_with_logits(logits, y)),
+    ("single_label_classification", lambda logits: torch.tensor([0, 1, 2, 3]),
+     lambda logits, y: F.cross_entropy(logits, y)),
+    ("single_label_classification", lambda logits: torch.softmax(torch.randn(B, 5), -1),
+     lambda logits, y: torch.sum(-y * F.log_softmax(logits, -1), -1).mean()),
+    (None, lambda logits: torch.tensor([0, 1, 2, 3]), lambda logits, y: F.cross_entropy(logits, y)),
+    (None, lambda logits: torch.softmax(torch.randn(B, 5), -1),  # unset: float (B, K) = soft targets (mixup)
+     lambda logits, y: torch.sum(-y * F.log_softmax(logits, -1), -1).mean()),
+])
+def test_problem_type_is_honoured_and_never_written(problem_type, labels, expected):
+    num_labels = 1 if problem_type == "regression" else 5
+    kwargs = {"num_labels": 1, "id2label": {0: "value"}, "label2id": {"value": 0}} if num_labels == 1 else {}
+    model = tiny_model(problem_type=problem_type, **kwargs).eval()
+    torch.manual_seed(0)
+    logits = model(images()).logits
+    y = labels(logits)
+    loss = model(images(), labels=y).loss
+    torch.testing.assert_close(loss, expected(logits.float(), y))
+    loss.backward()
+    assert model.config.problem_type == problem_type  # read, never set
 
 
 def test_wrong_channel_count_raises():

@@ -26,7 +26,6 @@ nearest (torchvision's default). Where torchvision rounds to uint8 between ops, 
 the 256 levels (posterize, solarize, equalize) read `round(255 x)`. Checked against Pillow in tests/test_autoaugment.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -161,7 +160,7 @@ def smooth(images: torch.Tensor) -> torch.Tensor:
 
 
 def _degenerate(images: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
-    """What each enhance op blends with: black (brightness), gray (color), mean gray (contrast), smoothed (sharpness)."""
+    """What each enhance op blends with: black (brightness), gray (color), mean gray (contrast), smooth (sharpness)."""
     gray = grayscale(images)  # (B, 1, H, W)
     mean = gray.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
     out = torch.where(_is(op, "color"), gray, torch.zeros_like(images))

@@ -5,7 +5,6 @@ and auto_map, the model's code, the image processor), `experiment.json` (the con
 `all_results.json`, the model card `README.md` and its two plots; and the Hub repo too with `push_to_hub`.
 """
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from transformers.image_utils import PILImageResampling
 from ..configuration_vit_scratch import ViTScratchConfig
 from ..modeling_vit_scratch import ViTScratchForImageClassification
 from .augment import BatchAugment
+from .checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
 from .config import ConfigError, Experiment
 from .data import ImageData, load_image_data
 from .metrics import build_compute_metrics
@@ -27,39 +27,11 @@ from .report import (
     write_json,
     write_model_card,
 )
-from .trainer import DeviceImageDataset, Preempted, ViTScratchTrainer, checkpoint_mismatch, latest_complete_checkpoint
+from .trainer import DeviceImageDataset, Preempted, ViTScratchTrainer
 
 logger = logging.getLogger("vit_scratch")
 
-EXPERIMENT_FILE = "experiment.json"
 PREVIEW_FILE = "augmentation_preview.png"
-
-
-def check_output_dir(experiment: Experiment, resume: bool) -> Path | None:
-    """Refuse to mix runs: a fresh run needs an empty folder; a resumed one the same model. Returns the checkpoint."""
-    output_dir = Path(experiment.training.output_dir)
-    saved = output_dir / EXPERIMENT_FILE
-    if not resume:
-        if output_dir.exists() and any(output_dir.iterdir()):
-            raise ConfigError(f"training.output_dir={str(output_dir)!r} already holds files (another run?); "
-                              "pass --resume to continue that run, or choose an empty folder")
-        return None
-    checkpoint = latest_complete_checkpoint(output_dir, log=True)
-    same_model = not saved.is_file() or json.loads(saved.read_text()).get("model") == experiment.raw["model"]
-    if checkpoint is None:
-        # This run started here but was killed before its first checkpoint was complete: continuing it is
-        # starting it again (else a requeued job that always passes --resume could never get going again).
-        finished = any((output_dir / name).exists() for name in ("all_results.json", "model.safetensors"))
-        if saved.is_file() and same_model and not finished:
-            logger.warning("--resume: %s holds no complete checkpoint yet (the run stopped before its first one); "
-                           "starting from step 0", output_dir)
-            return None
-        raise ConfigError(f"--resume: no complete checkpoint in training.output_dir={str(output_dir)!r}")
-    if not same_model:
-        raise ConfigError(f"--resume: {checkpoint} was trained with another model section; "
-                          f"see {saved} for the one it was trained with")
-    logger.info("--resume: continuing from %s", checkpoint)
-    return checkpoint
 
 
 def build_model_config(experiment: Experiment, data: ImageData) -> ViTScratchConfig:

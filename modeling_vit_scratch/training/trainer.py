@@ -18,7 +18,6 @@
 """
 
 import contextlib
-import json
 import logging
 import shutil
 import signal
@@ -27,11 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .augment import BatchAugment
+from .checkpoints import latest_complete_checkpoint
 from .data import ImageSplit
 
 logger = logging.getLogger("vit_scratch")
@@ -274,58 +272,3 @@ class ViTScratchTrainer(Trainer):
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Our card is written by `report.write_model_card`; the automatic one would overwrite it."""
-
-
-# What the Trainer writes before trainer_state.json; resuming without any of them is silently inexact
-# (transformers then starts a fresh optimizer/schedule or unseeded RNGs, with at most an info message).
-RESUME_FILES = ("optimizer.pt", "scheduler.pt")
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be resumed from, or None when it is complete.
-
-    The Trainer writes trainer_state.json last, non-atomically: a checkpoint is complete when that file parses,
-    the weights' safetensors header reads and covers the file, and the optimizer, scheduler and RNG states exist.
-    """
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError) as error:
-        return f"trainer_state.json unreadable ({type(error).__name__})"
-    try:
-        with safe_open(folder / "model.safetensors", framework="pt") as weights:
-            weights.keys()
-    except Exception as error:  # missing or truncated; safetensors raises its own SafetensorError
-        return f"model.safetensors unreadable ({type(error).__name__}: {error})"
-    for name in RESUME_FILES:
-        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
-            return f"{name} missing or empty"
-    if not any(p.stat().st_size for p in folder.glob("rng_state*.pth")):
-        return "rng_state*.pth missing"
-    return None
-
-
-def latest_complete_checkpoint(output_dir: str | Path, log: bool = False) -> Path | None:
-    """The highest-numbered complete `checkpoint-N` folder, skipping (and with `log`, logging) any that was cut off
-    mid-write."""
-    folders = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
-    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return folder
-        if log:
-            logger.warning("skipping incomplete checkpoint %s: %s", folder, problem)
-    return None
-
-
-def checkpoint_mismatch(model: torch.nn.Module, folder: Path) -> str | None:
-    """How the weights in `folder` differ from `model`'s parameters and buffers (names, shapes), or None."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    with safe_open(folder / "model.safetensors", framework="pt") as weights:
-        found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
-    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
-    if missing or unexpected:
-        return f"missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}"
-    for name, shape in expected.items():
-        if found[name] != shape:
-            return f"{name} has shape {list(found[name])} in the checkpoint, {list(shape)} in this model"
-    return None
