@@ -8,13 +8,30 @@ Every config key can be overridden on the command line, e.g. `--training.num_tra
 """
 
 import argparse
+import importlib.util
 import logging
 import sys
-
-from modeling_vit_scratch.training.config import ConfigError, apply_overrides, build_experiment, read_config_file
-from modeling_vit_scratch.training.data import DataError
+from pathlib import Path
 
 logger = logging.getLogger("vit_scratch")
+
+# Standard-library-only modules of the training package: enough to parse and check a config.
+LIGHT_MODULES = ("errors", "config", "ini")
+
+
+def light_import():
+    """Load `modeling_vit_scratch.training.{errors, config, ini}` without running the package's `__init__`, which
+    imports torch and transformers to register the Auto classes (seconds): `--help` and config errors answer at once.
+    The modules go into sys.modules under their own names, so the heavy imports later reuse these very objects."""
+    package = Path(importlib.util.find_spec("modeling_vit_scratch").submodule_search_locations[0]) / "training"
+    for name in LIGHT_MODULES:
+        full = f"modeling_vit_scratch.training.{name}"
+        if full not in sys.modules:
+            spec = importlib.util.spec_from_file_location(full, package / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[full] = module
+            spec.loader.exec_module(module)
+    return sys.modules["modeling_vit_scratch.training.config"], sys.modules["modeling_vit_scratch.training.errors"]
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
@@ -46,20 +63,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    config_module, errors = light_import()
     try:
-        config, ini_mapping = read_config_file(args.config)
+        config, ini_mapping = config_module.read_config_file(args.config)
         for line in ini_mapping:
             logger.info("INI %s", line)
-        experiment = build_experiment(apply_overrides(config, overrides), seed=args.seed)
-        from modeling_vit_scratch.training.run import train_and_evaluate  # heavy imports after validation
-        from modeling_vit_scratch.training.trainer import TrainingStopped
+        config = config_module.apply_overrides(config, overrides)
+        config_module.check_keys(config)  # names, forbidden keys, dataset values, ranges: no torch yet
+        experiment = config_module.build_experiment(config, seed=args.seed)  # types and model rules (transformers)
+        from modeling_vit_scratch.training.run import train_and_evaluate  # the heavy imports, after validation
 
         try:
             results = train_and_evaluate(experiment, resume=args.resume)
-        except TrainingStopped as err:  # NaN/inf loss (1), SIGTERM after its checkpoint (143)
+        except errors.TrainingStopped as err:  # NaN/inf loss (1), SIGTERM after its checkpoint (143)
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
-    except (ConfigError, DataError) as err:
+    except (errors.ConfigError, errors.DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = {k: results[k] for k in ("eval_accuracy", "test_accuracy", "train_samples_per_second") if k in results}

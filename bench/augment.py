@@ -46,9 +46,7 @@ def preview(config_path: str, dataset: str | None, sets: list[str], output: str)
     config, _ = read_config_file(config_path)
     overrides = [tuple(item.split("=", 1)) for item in sets] + ([("dataset.name", dataset)] if dataset else [])
     experiment = build_experiment(apply_overrides(config, overrides))
-    model = ViTScratchConfig(**{k: v for k, v in experiment.model.items() if k not in ("num_labels",
-                                                                                        "attn_implementation")})
-    data = load_image_data(experiment.dataset, model.image_size, model.num_channels)
+    data = load_image_data(experiment.dataset, experiment.model.image_size, experiment.model.num_channels)
     augment = BatchAugment(experiment.dataset.augmentation, data.mean, data.std, len(data.class_names),
                            label_smoothing=experiment.training.label_smoothing_factor)
     plot_augmentation_preview(augment, data.train.images, data.train.labels, data.class_names, output)

@@ -24,10 +24,8 @@ import os
 import platform
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402  (after the offline switch, before transformers)
-from steps import (  # noqa: E402
+import torch
+from steps import (
     TINY_MODEL,
     SyncTrap,
     bare_loop_seconds,
@@ -37,8 +35,8 @@ from steps import (  # noqa: E402
     trainer_seconds,
 )
 
-from modeling_vit_scratch import ViTScratchConfig  # noqa: E402
-from modeling_vit_scratch.training.config import read_config_file  # noqa: E402
+from modeling_vit_scratch import ViTScratchConfig
+from modeling_vit_scratch.training.config import read_config_file
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device name.
 PEAKS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}

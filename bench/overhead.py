@@ -14,16 +14,13 @@ times each, and the median ms/step of each is compared: ratio = Trainer / bare (
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import statistics
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from steps import TINY_MODEL, bare_loop_seconds, experiment_for, random_split, trainer_seconds
 
-import torch  # noqa: E402  (after the offline switch, before transformers)
-from steps import TINY_MODEL, bare_loop_seconds, experiment_for, random_split, trainer_seconds  # noqa: E402
-
-from modeling_vit_scratch.training.config import read_config_file  # noqa: E402
+from modeling_vit_scratch.training.config import read_config_file
 
 NO_AUGMENTATION = {"random_crop_padding": 0, "horizontal_flip": False, "policy": "none", "randaugment_num_ops": None,
                    "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "random_erasing_prob": 0.0}

@@ -25,10 +25,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 from transformers import TrainerCallback, get_scheduler
 
-from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
+from modeling_vit_scratch import ViTScratchForImageClassification
 from modeling_vit_scratch.training.augment import BatchAugment
 from modeling_vit_scratch.training.config import apply_overrides, build_experiment
 from modeling_vit_scratch.training.data import ImageSplit
+from modeling_vit_scratch.training.run import with_labels
 from modeling_vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -56,7 +57,7 @@ def random_split(n: int, image_size: int = 32, channels: int = 3, seed: int = 0)
 
 def build_model(experiment, device) -> ViTScratchForImageClassification:
     torch.manual_seed(0)
-    config = ViTScratchConfig(**{k: v for k, v in experiment.model.items() if k != "num_labels"}, num_labels=10)
+    config = with_labels(experiment.model, [str(i) for i in range(10)])
     return ViTScratchForImageClassification(config).to(device).train()
 
 

@@ -6,7 +6,8 @@
 The clock starts when training starts (data decoding is cached and excluded; it is printed apart). Training
 stops at the budget even if the config asks for more epochs, then the test split is evaluated once. With
 several seeds it prints mean +- std. `--record` appends the result to bench/results.json and rewrites the
-README's results table from that file, so the table holds only what this script measured. `--set` changes any
+README's results table from that file, so the table holds only what this script measured. Offline (a local
+dataset), set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 as for train.py. `--set` changes any
 config key for this run (e.g. `--set dataset.augmentation.policy=trivialaugment`): recipe variants compared at the
 same budget (a run with --set is not recorded).
 """
@@ -17,22 +18,17 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+import torch
+from transformers import TrainerCallback
+
+from modeling_vit_scratch.training.config import apply_overrides, build_experiment, read_config_file
+from modeling_vit_scratch.training.run import train_and_evaluate
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from modeling_vit_scratch.training.config import apply_overrides, build_experiment, read_config_file  # noqa: E402
-from modeling_vit_scratch.training.run import train_and_evaluate  # noqa: E402
 
 THRESHOLDS = (0.30, 0.40, 0.50, 0.55, 0.60, 0.70, 0.80, 0.90)
 RESULTS = REPO / "bench" / "results.json"

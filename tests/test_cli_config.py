@@ -65,7 +65,7 @@ def test_shipped_json_configs_validate(tmp_path):
 def test_cifar10_json_reproduces_the_older_experiment():
     config, _ = read_config_file(REPO / "configs" / "cifar10.json")
     experiment = build_experiment(config)
-    assert {k: experiment.model[k] for k in EXPECTED_FROM_INI["model"] if k != "num_labels"} == {
+    assert {k: getattr(experiment.model, k) for k in EXPECTED_FROM_INI["model"] if k != "num_labels"} == {
         k: v for k, v in EXPECTED_FROM_INI["model"].items() if k != "num_labels"}
     assert experiment.training.num_train_epochs == 20
     assert experiment.training.learning_rate == 0.001
@@ -85,7 +85,7 @@ def test_ini_maps_onto_our_keys(tmp_path, text, monkeypatch):
     assert any("embed_dim" in line and "model.hidden_size" in line for line in mapping)
     experiment = build_experiment(config, seed=7)
     assert experiment.training.seed == 7
-    assert experiment.model["hidden_size"] == 256
+    assert experiment.model.hidden_size == 256
 
 
 def test_ini_dir_holding_the_cifar_archive_becomes_the_source(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .config import ConfigError
+from .errors import ConfigError
 
 logger = logging.getLogger("vit_scratch")
 

@@ -1,36 +1,35 @@
-"""Experiment configuration: the `dataset` section's dataclasses, and JSON/INI/CLI -> validated config.
+"""Experiment configuration: the `dataset` section's dataclasses, and JSON/INI/CLI -> validated experiment.
 
 A config file has three sections that map 1:1 onto code:
   dataset  -> `DataArguments` (with `augmentation` -> `AugmentArguments`)
   model    -> `ViTScratchConfig` fields
   training -> `transformers.TrainingArguments` fields
+
+One validation scheme: every key is checked against the real annotation of its dataclass field (`_type_ok`), then
+against one table of range rules (`RANGES`); the model's own rules live in `ViTScratchConfig.validate_architecture`.
+This module imports only the standard library at load time. Key names, forbidden keys, dataset values and ranges
+are checked without importing torch or transformers (`check_keys`: `--help` and typos answer at once); the model's
+and TrainingArguments' types and rules are checked by `build_experiment`, still before any data is loaded.
 """
 
-import builtins
+import ast
 import copy
 import dataclasses
 import difflib
 import enum
+import functools
+import importlib.util
 import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from huggingface_hub.errors import StrictDataclassError
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A bad config key or value, raised before any data is loaded; the message names the key."""
-
-
-def _check(ok: bool, key: str, value, allowed: str):
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+SECTIONS = ["dataset", "model", "training"]
 
 
 @dataclass
@@ -41,7 +40,7 @@ class AugmentArguments:
     horizontal_flip: bool = True  # flip left-right with probability 0.5
     # "randaugment" (torchvision's RandAugment), "trivialaugment" (TrivialAugmentWide) or "none"; every image draws
     # its own ops. null: "randaugment" when randaugment_num_ops > 0, else "none" (configs written before `policy`).
-    policy: str | None = None
+    policy: Literal["none", "randaugment", "trivialaugment"] | None = None
     randaugment_num_ops: int | None = None  # RandAugment: ops applied in turn to each image; null = 2 (torchvision)
     randaugment_magnitude: int = 9  # RandAugment magnitude: bin 0..30 of torchvision's 31 (9 = its default)
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup of pairs of images and their labels; 0 = off
@@ -50,18 +49,9 @@ class AugmentArguments:
     random_erasing_prob: float = 0.0  # probability of erasing one random rectangle per image; 0 = off
 
     def __post_init__(self):
-        p = "dataset.augmentation."
-        for name in ("random_crop_padding", "randaugment_num_ops", "randaugment_magnitude"):
-            value = getattr(self, name)
-            _check(value is None and name == "randaugment_num_ops" or
-                   isinstance(value, int) and not isinstance(value, bool) and value >= 0, p + name, value,
-                   "must be an integer >= 0")
-        _check(self.randaugment_magnitude <= 30, p + "randaugment_magnitude", self.randaugment_magnitude,
-               "must be a magnitude bin in 0..30 (torchvision's 31 bins)")
-        _check(self.policy is None or self.policy in AUGMENT_POLICIES, p + "policy", self.policy,
-               f"must be one of {', '.join(AUGMENT_POLICIES)} (or null)")
-        ops = self.randaugment_num_ops
-        if self.policy is None:  # resolved here, so the rest of the code sees one of AUGMENT_POLICIES
+        _validate_fields(self, "dataset.augmentation.")
+        p, ops = "dataset.augmentation.", self.randaugment_num_ops
+        if self.policy is None:  # resolved here, so the rest of the code sees one policy
             self.policy = "randaugment" if ops else "none"
         if self.policy == "randaugment":
             _check(ops is None or ops > 0, p + "randaugment_num_ops", ops,
@@ -71,16 +61,6 @@ class AugmentArguments:
             _check(not ops, p + "randaugment_num_ops", ops, f"applies to policy 'randaugment' only, not "
                    f"{self.policy!r}")
             self.randaugment_num_ops = 0
-        _check(isinstance(self.horizontal_flip, bool), p + "horizontal_flip", self.horizontal_flip,
-               "must be true or false")
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, p + name, value,
-                   "must be a number >= 0 (0 turns it off)")
-        for name in ("mix_prob", "random_erasing_prob"):
-            value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1, p + name,
-                   value, "must be a probability in [0, 1]")
 
 
 @dataclass
@@ -105,28 +85,47 @@ class DataArguments:
     def __post_init__(self):
         if isinstance(self.augmentation, dict):
             self.augmentation = AugmentArguments(**self.augmentation)
-        _check(isinstance(self.name, str) and bool(self.name), "dataset.name", self.name,
-               "must be a Hub dataset id or a local path")
-        for name in ("train_split",):
-            _check(isinstance(getattr(self, name), str), "dataset." + name, getattr(self, name), "must be a string")
-        for name in ("revision", "cache_dir", "test_split", "image_column", "label_column"):
-            value = getattr(self, name)
-            _check(value is None or isinstance(value, str), "dataset." + name, value, "must be a string or null")
-        for name in ("validation_size", "validation_seed"):
-            value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "dataset." + name, value,
-                   "must be an integer >= 0")
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            _check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
-                   "dataset." + name, value, "must be a positive integer or null")
+        _validate_fields(self, "dataset.")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# File + overrides -> validated experiment
-# ---------------------------------------------------------------------------------------------------------------
+# Ranges the annotations cannot say, for every section (the model's are ViTScratchConfig.validate_architecture's).
+_PROBABILITY = (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]")
+_AT_LEAST_0 = (lambda v: v >= 0, "must be an integer >= 0")
+_POSITIVE_OR_NULL = (lambda v: v is None or v > 0, "must be a positive integer or null")
+RANGES = {
+    "dataset.name": (lambda v: bool(v), "must be a Hub dataset id or a local path"),
+    "dataset.validation_size": _AT_LEAST_0,
+    "dataset.validation_seed": _AT_LEAST_0,
+    "dataset.max_train_samples": _POSITIVE_OR_NULL,
+    "dataset.max_eval_samples": _POSITIVE_OR_NULL,
+    "dataset.augmentation.random_crop_padding": _AT_LEAST_0,
+    "dataset.augmentation.randaugment_num_ops": (lambda v: v is None or v >= 0, "must be an integer >= 0"),
+    "dataset.augmentation.randaugment_magnitude": (lambda v: 0 <= v <= 30,
+                                                   "must be a magnitude bin in 0..30 (torchvision's 31 bins)"),
+    "dataset.augmentation.mixup_alpha": (lambda v: v >= 0, "must be a number >= 0 (0 turns it off)"),
+    "dataset.augmentation.cutmix_alpha": (lambda v: v >= 0, "must be a number >= 0 (0 turns it off)"),
+    "dataset.augmentation.mix_prob": _PROBABILITY,
+    "dataset.augmentation.random_erasing_prob": _PROBABILITY,
+    "training.learning_rate": (lambda v: v > 0, "must be > 0"),
+    "training.num_train_epochs": (lambda v: v > 0, "must be > 0"),
+    "training.per_device_train_batch_size": (lambda v: v > 0, "must be a positive integer"),
+    "training.per_device_eval_batch_size": (lambda v: v > 0, "must be a positive integer"),
+    "training.gradient_accumulation_steps": (lambda v: v > 0, "must be a positive integer"),
+    "training.weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "training.label_smoothing_factor": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "training.max_grad_norm": (lambda v: v >= 0, "must be >= 0 (0 turns clipping off)"),
+    "training.warmup_steps": (lambda v: v >= 0, "must be >= 0 (a fraction of the run when < 1)"),
+}
 
-SECTIONS = ("dataset", "model", "training")
+# Keys refused in a config file, with the reason.
+FORBIDDEN_KEYS = {
+    "training.hub_token": "a token never goes into a config file; use HF_TOKEN or `hf auth login`",
+    "training.dataloader_num_workers": "the images live on the training device; there is nothing for workers to do",
+    "training.dataloader_drop_last": "training always drops its last partial batch (every step the same shapes) and "
+                                     "evaluation never does (every image counts); see trainer.py",
+    "training.enable_jit_checkpoint": "SIGTERM already saves a checkpoint at the end of the current step and stops "
+                                      "(synchronised across processes, resumable exactly); see trainer.py",
+}
 
 # Where this project's defaults differ from `TrainingArguments`' own; a config file's values win over these.
 TRAINING_DEFAULTS = {
@@ -144,33 +143,10 @@ TRAINING_DEFAULTS = {
     "label_names": ["labels"],
 }
 
-# Model keys that are not fields of ViTScratchConfig but are accepted in the `model` section.
+# `model` keys that PreTrainedConfig takes as arguments rather than as fields of ViTScratchConfig.
 MODEL_EXTRA_KEYS = {
-    "attn_implementation": "str | None",  # eager, sdpa, flash_attention_2, flex_attention
-    "num_labels": "int | None",  # optional: checked against the number of classes in the data
-}
-
-# Ranges that TrainingArguments itself does not check.
-TRAINING_RANGES = {
-    "learning_rate": (lambda v: v > 0, "must be > 0"),
-    "num_train_epochs": (lambda v: v > 0, "must be > 0"),
-    "per_device_train_batch_size": (lambda v: v > 0, "must be a positive integer"),
-    "per_device_eval_batch_size": (lambda v: v > 0, "must be a positive integer"),
-    "gradient_accumulation_steps": (lambda v: v > 0, "must be a positive integer"),
-    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
-    "label_smoothing_factor": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "max_grad_norm": (lambda v: v >= 0, "must be >= 0 (0 turns clipping off)"),
-    "warmup_steps": (lambda v: v >= 0, "must be >= 0 (a fraction of the run when < 1)"),
-}
-
-# Keys refused in a config file, with the reason.
-FORBIDDEN_KEYS = {
-    "training.hub_token": "a token never goes into a config file; use HF_TOKEN or `hf auth login`",
-    "training.dataloader_num_workers": "the images live on the training device; there is nothing for workers to do",
-    "training.dataloader_drop_last": "training always drops its last partial batch (every step the same shapes) and "
-                                     "evaluation never does (every image counts); see trainer.py",
-    "training.enable_jit_checkpoint": "SIGTERM already saves a checkpoint at the end of the current step and stops "
-                                      "(synchronised across processes, resumable exactly); see trainer.py",
+    "attn_implementation": Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None,
+    "num_labels": int | None,  # optional: checked against the number of classes in the data
 }
 
 
@@ -179,9 +155,22 @@ class Experiment:
     """A validated experiment: what `train.py` builds everything from."""
 
     dataset: DataArguments
-    model: dict  # keyword arguments of ViTScratchConfig (num_labels/id2label are added from the data)
+    model: "ViTScratchConfig"  # noqa: F821 (imported lazily); id2label comes from the data (run.with_labels)
     training: "TrainingArguments"  # noqa: F821 (imported lazily: it initialises distributed state)
     raw: dict  # the merged sections as given, for the model card and all_results.json
+
+    @property
+    def num_labels(self) -> int | None:
+        """`model.num_labels` when the config gives it (checked against the data), else None."""
+        return self.raw["model"].get("num_labels")
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, key: str, value, allowed: str):
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
 def _closest(key: str, choices) -> str:
@@ -190,9 +179,7 @@ def _closest(key: str, choices) -> str:
 
 
 def _type_ok(value, annotation) -> bool:
-    """Does a JSON value fit a dataclass field annotation (a type, a union, an Enum, a Literal or their strings)?"""
-    if isinstance(annotation, str):  # forward reference such as "int | None"
-        annotation = eval(annotation, {"Literal": typing.Literal, **vars(builtins)})  # noqa: S307 (our own strings)
+    """Does a JSON value fit a field annotation (a type, a union, an Enum or a Literal)? JSON ints pass for floats."""
     if annotation is typing.Any:
         return True
     if annotation is None or annotation is type(None):
@@ -204,7 +191,7 @@ def _type_ok(value, annotation) -> bool:
         if enums and isinstance(value, str):  # `SchedulerType | str`: the string must still name a member
             return any(_type_ok(value, e) for e in enums)
         return any(_type_ok(value, a) for a in args)
-    if origin is typing.Literal:
+    if origin is Literal:
         return value in typing.get_args(annotation)
     if origin is not None:
         annotation = origin  # list[str] -> list, dict[str, Any] -> dict
@@ -221,59 +208,155 @@ def _type_ok(value, annotation) -> bool:
     return True
 
 
-def _allowed_values(annotation) -> str:
-    """A readable description of what an annotation accepts, listing Enum/Literal choices."""
-    if isinstance(annotation, str):
-        return annotation
+def _choices(annotation) -> list:
+    """The values an Enum/Literal annotation (or a union holding them) allows; [] for other types."""
     choices = []
     for arg in typing.get_args(annotation) or (annotation,):
         if isinstance(arg, type) and issubclass(arg, enum.Enum):
             choices += [m.value for m in arg]
-        elif typing.get_origin(arg) is typing.Literal:
+        elif typing.get_origin(arg) is Literal:
             choices += list(typing.get_args(arg))
-    if choices:
-        return "one of " + ", ".join(map(str, choices))
+    return choices or (list(typing.get_args(annotation)) if typing.get_origin(annotation) is Literal else [])
+
+
+def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def _check_section(section: str, values: dict, annotations: dict):
-    """Unknown keys and wrong types fail here, naming the key and the closest valid one."""
+def _check_value(key: str, value, annotation) -> None:
+    """The one check of a value: its annotation (naming the choices, and the closest one), then its range rule."""
+    if not _type_ok(value, annotation):
+        choices = _choices(annotation)
+        if choices:
+            hint = _closest(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+            raise ConfigError(f"{key}={value!r} is invalid: expected one of {', '.join(map(str, choices))}{hint}")
+        raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(annotation)}")
+    if key in RANGES and value is not None:
+        rule, allowed = RANGES[key]
+        _check(rule(value), key, value, allowed)
+
+
+def _validate_fields(obj, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        if not dataclasses.is_dataclass(f.type):  # a nested section validates itself
+            _check_value(prefix + f.name, getattr(obj, f.name), f.type)
+
+
+def _dataclass_fields(cls) -> dict:
+    return {f.name: f.type for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def _source_fields(path: Path, class_name: str) -> list[str]:
+    """The annotated field names of a class, read from its source file without importing it (fast key checks)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name)
+    return [n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+            and not n.target.id.startswith("_")]
+
+
+@functools.cache
+def section_keys() -> dict:
+    """Every accepted key name per section, without importing torch or transformers (their sources are read)."""
+    transformers = Path(importlib.util.find_spec("transformers").submodule_search_locations[0])
+    model_source = Path(__file__).resolve().parents[1] / "configuration_vit_scratch.py"
+    return {
+        "dataset": {**_dataclass_fields(DataArguments), "augmentation": _dataclass_fields(AugmentArguments)},
+        "model": _source_fields(model_source, "ViTScratchConfig") + list(MODEL_EXTRA_KEYS),
+        "training": _source_fields(transformers / "training_args.py", "TrainingArguments"),
+    }
+
+
+def section_annotations() -> dict:
+    """Every accepted key of every section with its real type (imports transformers)."""
+    from transformers import TrainingArguments
+
+    from ..configuration_vit_scratch import ViTScratchConfig
+
+    return {
+        "dataset": {**_dataclass_fields(DataArguments), "augmentation": _dataclass_fields(AugmentArguments)},
+        "model": {**{name: ViTScratchConfig.__annotations__[name] for name in ViTScratchConfig.__annotations__},
+                  **MODEL_EXTRA_KEYS},
+        "training": _dataclass_fields(TrainingArguments),
+    }
+
+
+def _check_names(section: str, values, known) -> None:
     if not isinstance(values, dict):
         raise ConfigError(f"{section} must be a JSON object of keys, got {type(values).__name__}")
     for key, value in values.items():
         full = f"{section}.{key}"
         if full in FORBIDDEN_KEYS:
             raise ConfigError(f"{full} is not allowed: {FORBIDDEN_KEYS[full]}")
-        if key not in annotations:
-            hint = _closest(key, annotations) or (
-                f" (allowed: {', '.join(sorted(annotations))})" if len(annotations) <= 30 else " (see the README)")
+        if key not in known:
+            hint = _closest(key, known) or (
+                f" (allowed: {', '.join(sorted(known))})" if len(known) <= 30 else " (see the README)")
             raise ConfigError(f"unknown key {full}{hint}")
-        annotation = annotations[key]
-        if isinstance(annotation, dict):  # a nested section (dataset.augmentation)
-            _check_section(full, value, annotation)
-        elif not _type_ok(value, annotation):
-            allowed = _allowed_values(annotation)
-            hint = _closest(value, allowed[len("one of "):].split(", ")) if isinstance(value, str) else ""
-            raise ConfigError(f"{full}={value!r} is invalid: expected {allowed}{hint}")
+        if isinstance(known, dict) and isinstance(known[key], dict):  # a nested section (dataset.augmentation)
+            _check_names(full, value, known[key])
 
 
-def _dataclass_annotations(cls, nested: dict | None = None) -> dict:
-    annotations = {f.name: f.type for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
-    return {**annotations, **(nested or {})}
+def check_keys(config: dict) -> dict:
+    """What can be checked without torch/transformers: sections, key names, forbidden keys, every `dataset` value
+    and every range rule. Returns the three sections (deep copies)."""
+    for section in config:
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown section {section!r}{_closest(section, SECTIONS)} (allowed: {', '.join(SECTIONS)})")
+    config = {section: copy.deepcopy(config.get(section, {})) for section in SECTIONS}
+    keys = copy.deepcopy(section_keys())
+    for section in SECTIONS:
+        _check_names(section, config[section], keys[section])
+    DataArguments(**config["dataset"])
+    for key, value in config["training"].items():
+        if f"training.{key}" in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_value(f"training.{key}", value, typing.Any)
+    return config
 
 
-def section_annotations() -> dict:
-    """Every accepted key of every section, with its type: the single source of truth for validation."""
-    from transformers import TrainingArguments
+def build_experiment(config: dict, seed: int | None = None) -> Experiment:
+    """Validate every section and build the argument objects. Raises ConfigError before any data is touched."""
+    config = check_keys(config)
+    if seed is not None:
+        config["training"]["seed"] = seed
+    annotations = section_annotations()
+    for section in ("model", "training"):
+        for key, value in config[section].items():
+            _check_value(f"{section}.{key}", value, annotations[section][key])
+    return Experiment(dataset=DataArguments(**config["dataset"]), model=_model_config(config["model"]),
+                      training=_training_arguments({**TRAINING_DEFAULTS, **config["training"]}), raw=config)
+
+
+def _model_config(values: dict):
+    from huggingface_hub.errors import StrictDataclassError
 
     from ..configuration_vit_scratch import ViTScratchConfig
 
-    model_fields = {name: ViTScratchConfig.__annotations__[name] for name in ViTScratchConfig.__annotations__}
-    return {
-        "dataset": _dataclass_annotations(DataArguments, {"augmentation": _dataclass_annotations(AugmentArguments)}),
-        "model": {**model_fields, **MODEL_EXTRA_KEYS},
-        "training": _dataclass_annotations(TrainingArguments),
-    }
+    try:  # every model rule (validate_architecture), checked now rather than after loading data
+        return ViTScratchConfig(**values)
+    except (ValueError, StrictDataclassError) as err:
+        # huggingface_hub's strict-dataclass errors wrap ours in a header line; keep the informative last line
+        message = str(err).strip().splitlines()[-1].strip().removeprefix("ValueError: ").removeprefix("TypeError: ")
+        raise ConfigError(f"model: {message}") from None
+
+
+def _training_arguments(kwargs: dict):
+    import torch
+    from transformers import TrainingArguments
+
+    # Without a GPU, a multi-process launch (`accelerate launch --multi_gpu --num_processes N`) trains data-parallel
+    # on the CPU only if the Trainer is told so; otherwise each process would train alone on all the data.
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        kwargs.setdefault("use_cpu", True)
+        if not kwargs["use_cpu"]:
+            raise ConfigError("training.use_cpu=false with several processes and no GPU: each process would train "
+                              "alone on all the data; remove it or launch on GPUs")
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"training: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------- files, overrides
 
 
 def parse_value(text: str):
@@ -318,56 +401,3 @@ def read_config_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a JSON object with sections {', '.join(SECTIONS)}")
     return config, []
-
-
-def build_experiment(config: dict, seed: int | None = None) -> Experiment:
-    """Validate every section and build the argument objects. Raises ConfigError before any data is touched."""
-    for section in config:
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"unknown section {section!r}{_closest(section, SECTIONS)} (allowed: {', '.join(SECTIONS)})")
-    config = {section: copy.deepcopy(config.get(section, {})) for section in SECTIONS}
-    if seed is not None:
-        config["training"]["seed"] = seed
-    annotations = section_annotations()
-    for section in SECTIONS:
-        _check_section(section, config[section], annotations[section])
-
-    dataset = DataArguments(**config["dataset"])
-
-    from ..configuration_vit_scratch import ViTScratchConfig
-
-    model_kwargs = {k: v for k, v in config["model"].items() if k != "num_labels"}
-    try:
-        ViTScratchConfig(**model_kwargs)  # every model rule, checked now rather than after loading data
-    except (ValueError, StrictDataclassError) as err:
-        raise ConfigError(f"model: {_strict_message(err)}") from None
-
-    for key, (rule, allowed) in TRAINING_RANGES.items():
-        if key in config["training"] and not rule(config["training"][key]):
-            raise ConfigError(f"training.{key}={config['training'][key]!r} is invalid: {allowed}")
-    training_kwargs = {**TRAINING_DEFAULTS, **config["training"]}
-    training = _training_arguments(training_kwargs)
-    return Experiment(dataset=dataset, model=config["model"], training=training, raw=config)
-
-
-def _strict_message(err: Exception) -> str:
-    """huggingface_hub's strict-dataclass errors wrap ours in a header line; keep the informative last line."""
-    return str(err).strip().splitlines()[-1].strip().removeprefix("ValueError: ").removeprefix("TypeError: ")
-
-
-def _training_arguments(kwargs: dict):
-    import torch
-    from transformers import TrainingArguments
-
-    # Without a GPU, a multi-process launch (`accelerate launch --multi_gpu --num_processes N`) trains data-parallel
-    # on the CPU only if the Trainer is told so; otherwise each process would train alone on all the data.
-    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        kwargs.setdefault("use_cpu", True)
-        if not kwargs["use_cpu"]:
-            raise ConfigError("training.use_cpu=false with several processes and no GPU: each process would train "
-                              "alone on all the data; remove it or launch on GPUs")
-    try:
-        return TrainingArguments(**kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"training: {err}") from None

@@ -24,15 +24,12 @@ import PIL.ImageOps
 import pyarrow as pa
 import torch
 
-from .config import ConfigError, DataArguments
+from .config import DataArguments
+from .errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-
-
-class DataError(ValueError):
-    """Bad data: the message says what is wrong and where (path, split, column, row)."""
 
 
 @dataclass

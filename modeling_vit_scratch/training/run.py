@@ -5,6 +5,7 @@ and auto_map, the model's code, the image processor), `experiment.json` (the con
 `all_results.json`, the model card `README.md` and its two plots; and the Hub repo too with `push_to_hub`.
 """
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -16,8 +17,9 @@ from ..configuration_vit_scratch import ViTScratchConfig
 from ..modeling_vit_scratch import ViTScratchForImageClassification
 from .augment import BatchAugment
 from .checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
-from .config import ConfigError, Experiment
+from .config import Experiment
 from .data import ImageData, load_image_data
+from .errors import ConfigError
 from .metrics import build_compute_metrics
 from .report import (
     confusion_matrix,
@@ -27,20 +29,19 @@ from .report import (
     write_json,
     write_model_card,
 )
-from .trainer import DeviceImageDataset, Preempted, ViTScratchTrainer
+from .trainer import DeviceImageDataset, ViTScratchTrainer
 
 logger = logging.getLogger("vit_scratch")
 
 PREVIEW_FILE = "augmentation_preview.png"
 
 
-def build_model_config(experiment: Experiment, data: ImageData) -> ViTScratchConfig:
-    model_kwargs = dict(experiment.model)
-    expected = model_kwargs.pop("num_labels", None)
-    if expected is not None and expected != len(data.class_names):
-        raise ConfigError(f"model.num_labels={expected} but the data has {len(data.class_names)} classes")
-    id2label = dict(enumerate(data.class_names))
-    return ViTScratchConfig(**model_kwargs, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+def with_labels(config: ViTScratchConfig, class_names: list[str]) -> ViTScratchConfig:
+    """The experiment's model config with the data's classes as id2label/label2id (and so num_labels)."""
+    config = copy.deepcopy(config)
+    config.id2label = dict(enumerate(class_names))
+    config.label2id = {name: i for i, name in config.id2label.items()}
+    return config
 
 
 def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImageProcessor:
@@ -66,15 +67,14 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
                           "and training.load_best_model_at_end=false, or hold out a validation split")
 
     set_seed(args.seed)
-    model_defaults = ViTScratchConfig(**{k: v for k, v in experiment.model.items() if k != "num_labels"})
-    data = load_image_data(experiment.dataset, model_defaults.image_size, model_defaults.num_channels,
-                           experiment.model.get("num_labels"))
+    data = load_image_data(experiment.dataset, experiment.model.image_size, experiment.model.num_channels,
+                           experiment.num_labels)  # checks the labels against model.num_labels when it is given
     per_step = args.per_device_train_batch_size * args.world_size
     if len(data.train) < per_step:
         raise ConfigError(f"training.per_device_train_batch_size={args.per_device_train_batch_size} x "
                           f"{args.world_size} process(es) = {per_step} images per step, but the training split holds "
                           f"{len(data.train)}: training drops an incomplete last batch, so it would never step")
-    config = build_model_config(experiment, data)
+    config = with_labels(experiment.model, data.class_names)
     set_seed(args.seed)  # right before the weights are drawn, so a resumed run rebuilds the same model
     model = ViTScratchForImageClassification(config)
     if checkpoint is not None and (problem := checkpoint_mismatch(model, checkpoint)):
@@ -103,16 +103,13 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
 
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if trainer.preempted_at is not None:  # no final model, card or push: the run is not finished
-        raise Preempted(f"SIGTERM: saved {output_dir / f'checkpoint-{trainer.preempted_at}'} at step "
-                        f"{trainer.preempted_at} and stopped; continue with --resume")
     results = {f"train_{k.removeprefix('train_')}": v for k, v in train_result.metrics.items()}
     results["train_wall_seconds"] = time.perf_counter() - start
     if data.validation is not None:
         results.update(trainer.evaluate(metric_key_prefix="eval"))
     test = None
     if data.test is not None:
-        test = trainer.predict(DeviceImageDataset(data.test).to(args.device), metric_key_prefix="test")
+        test = trainer.predict(DeviceImageDataset(data.test), metric_key_prefix="test")
         results.update(test.metrics)
     results.update(world_size=args.world_size, num_parameters=model.num_parameters(), seed=args.seed,
                    train_images=len(data.train.labels))

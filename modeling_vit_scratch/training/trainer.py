@@ -13,8 +13,10 @@
   assumes integer labels, which mixup/cutmix replace), so evaluation losses are plain cross-entropy.
 - Every Hub push carries the model's code files; the model card is ours (`report.py`), never the automatic one.
 - A non-finite loss stops training, naming the step, before any checkpoint of it is written.
-- SIGTERM (preemption) saves a checkpoint at the end of the current optimizer step and stops; `preempted_at`
-  then says at which step, so that the caller does not finish the run as if it were done.
+- SIGTERM (preemption) saves a checkpoint at the end of the current optimizer step and stops: `train()` then raises
+  `Preempted`, so that the caller does not finish the run as if it were done. Every way training stops early
+  (NaN/inf, SIGTERM) is raised here, as an `errors.TrainingStopped`.
+- Datasets reach the device in one place (`_on_device`): training, validation, and whatever `predict` gets.
 """
 
 import contextlib
@@ -27,10 +29,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .augment import BatchAugment
 from .checkpoints import latest_complete_checkpoint
 from .data import ImageSplit
+from .errors import NonFiniteLossError, Preempted
 
 logger = logging.getLogger("vit_scratch")
 
@@ -64,22 +68,6 @@ class DeviceImageDataset(torch.utils.data.Dataset):
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`__getitems__` already returns the batch; nothing to stack."""
     return batch
-
-
-class TrainingStopped(RuntimeError):
-    """Training ended before its last step; `exit_code` is what `train.py` exits with."""
-
-    exit_code = 1
-
-
-class NonFiniteLossError(TrainingStopped):
-    pass
-
-
-class Preempted(TrainingStopped):
-    """SIGTERM: a checkpoint was saved and training stopped; the run continues with --resume."""
-
-    exit_code = 128 + signal.SIGTERM  # 143, the status of a process ended by SIGTERM
 
 
 class NonFiniteLossCallback(TrainerCallback):
@@ -170,22 +158,30 @@ class ViTScratchTrainer(Trainer):
         self._train_augment = torch.compile(self.augment, dynamic=False) if self.args.torch_compile else self.augment
         self._flops_per_input = None
         for dataset in (self.train_dataset, *self._eval_datasets()):
-            if isinstance(dataset, DeviceImageDataset):
-                dataset.to(device)
+            self._on_device(dataset)
         self.label_smoother = None  # folded into the augmentation's soft targets (see the module docstring)
         self._first_nonfinite_step = torch.tensor(-1, device=device)
         self.add_callback(NonFiniteLossCallback(self))
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption)
 
-    @property
-    def preempted_at(self) -> int | None:
-        """The step of the checkpoint saved on SIGTERM, if the last `train()` stopped because of one."""
-        return self.preemption.stopped_at
-
     def train(self, *args, **kwargs):
         with self.preemption.handling_sigterm():
-            return super().train(*args, **kwargs)
+            result = super().train(*args, **kwargs)
+        step = self.preemption.stopped_at
+        if step is not None:  # no final model, card or push: the run is not finished
+            checkpoint = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+            raise Preempted(f"SIGTERM: saved {checkpoint} at step {step} and stopped; continue with --resume")
+        return result
+
+    def predict(self, test_dataset, *args, **kwargs):
+        return super().predict(self._on_device(test_dataset), *args, **kwargs)
+
+    def _on_device(self, dataset):
+        """A DeviceImageDataset moves to the training device (once; a no-op after); other datasets pass through."""
+        if isinstance(dataset, DeviceImageDataset):
+            dataset.to(self.args.device)
+        return dataset
 
     def _run_epoch(self, *args, **kwargs):
         # Resumed from the final checkpoint (a run stopped during its final evaluation/save, or preempted at its

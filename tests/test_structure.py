@@ -1,0 +1,110 @@
+"""The shape of the package: what the model needs, which way imports go, and what train.py loads before it has
+checked a config."""
+
+import ast
+import subprocess
+import sys
+import tomllib
+
+from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
+from modeling_vit_scratch.training.config import section_annotations, section_keys
+
+from .conftest import REPO, subprocess_env
+
+PACKAGE = REPO / "modeling_vit_scratch"
+TRAINING_ONLY = ("datasets", "accelerate", "evaluate", "matplotlib", "PIL", "pyarrow")
+
+
+def test_the_model_needs_only_torch_and_transformers(tmp_path):
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(d.split("==")[0] for d in dependencies) == ["huggingface_hub", "safetensors", "torch",
+                                                              "transformers"]
+    config = ViTScratchConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                              num_labels=3)
+    ViTScratchForImageClassification(config).save_pretrained(tmp_path)
+    script = f"""
+import sys
+for name in {TRAINING_ONLY!r}:
+    sys.modules[name] = None  # as if not installed: import fails, find_spec says absent
+import torch
+import modeling_vit_scratch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained({str(tmp_path)!r})
+assert model(torch.zeros(2, 3, 32, 32)).logits.shape == (2, 3)
+assert not [m for m in sys.modules if m.startswith("modeling_vit_scratch.training")]
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def imports_of(path) -> set[str]:
+    """Every module of our package that `path` imports, at module level or inside functions."""
+    module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module.removesuffix(".__init__")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{target}.{a.name}" for a in node.names] + [target]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if (REPO / (n.replace(".", "/") + ".py")).is_file()}
+    return found
+
+
+def test_no_import_cycle():
+    graph = {".".join(p.relative_to(REPO).with_suffix("").parts): imports_of(p) for p in PACKAGE.rglob("*.py")}
+    model_files = {"modeling_vit_scratch.configuration_vit_scratch", "modeling_vit_scratch.modeling_vit_scratch"}
+    assert graph["modeling_vit_scratch.modeling_vit_scratch"] <= {"modeling_vit_scratch.configuration_vit_scratch"}
+    assert not graph["modeling_vit_scratch.configuration_vit_scratch"]  # both are copied next to the weights
+    for name in model_files | {"modeling_vit_scratch.convert"}:
+        assert not {m for m in graph[name] if ".training." in m}, name  # training -> model, never back
+    assert not graph["modeling_vit_scratch.training.errors"]
+
+    def visit(node, path):
+        for nxt in graph.get(node, ()):
+            assert nxt not in path, f"import cycle: {' -> '.join([*path, nxt])}"
+            visit(nxt, [*path, nxt])
+
+    for start in graph:
+        visit(start, [start])
+
+
+def test_train_py_checks_a_config_without_torch_or_transformers():
+    """--help and a bad key are answered from the standard-library modules alone (no package __init__, no torch)."""
+    script = """
+import sys, train
+for argv in (["--config", "configs/cifar10.json", "--training.learnig_rate", "1e-3"],
+             ["--config", "configs/cifar10.json", "--dataset.augmentation.mix_prob", "2"],
+             ["--config", "configs/cifar10.json", "--training.learning_rate", "-1"]):
+    assert train.main(argv) == 2
+heavy = [m for m in ("torch", "transformers", "datasets", "modeling_vit_scratch") if m in sys.modules]
+assert not heavy, heavy
+try:
+    train.main(["--help"])
+except SystemExit as exit:
+    assert exit.code == 0
+assert "torch" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr[-3000:]
+    errors = result.stderr
+    assert "unknown key training.learnig_rate; did you mean 'learning_rate'?" in errors
+    assert "dataset.augmentation.mix_prob=2 is invalid: must be a probability in [0, 1]" in errors
+    assert "training.learning_rate=-1 is invalid: must be > 0" in errors
+
+
+def test_key_names_read_from_source_match_the_classes():
+    """The fast key check reads ViTScratchConfig's and TrainingArguments' fields from their source files; they must
+    be exactly the fields the classes have (a transformers upgrade that moves them fails here)."""
+    fast, real = section_keys(), section_annotations()
+    for section in ("model", "training"):
+        assert sorted(fast[section]) == sorted(real[section]), section
+    assert fast["dataset"].keys() == real["dataset"].keys()
