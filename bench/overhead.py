@@ -6,8 +6,10 @@ surrounds the model: on a GPU that is what starves it.
                              [--augment] [--profile] [--json out.json]
 
 Both paths use the config's training settings (optimizer, clipping, schedule, label smoothing, logging) and its
-augmentation when --augment is given (else crop/flip off, as the issue's measurement). They alternate, `--repeats`
-times each, and the median ms/step of each is compared: ratio = Trainer / bare (1.00 = the Trainer adds nothing).
+augmentation when --augment is given (else crop/flip off, as the issue's measurement). They alternate step by step
+inside one run (a callback runs one bare step after each Trainer step, on its own model and data copy), so the slow
+drifts of a shared machine hit both alike; the medians of the per-step times are compared, over `--repeats` runs:
+ratio = Trainer / bare (1.00 = the Trainer adds nothing).
 --profile prints where the Trainer path spends its Python time (cProfile, one extra run at the largest batch).
 """
 
@@ -18,7 +20,7 @@ import pstats
 import statistics
 
 import torch
-from steps import TINY_MODEL, bare_loop_seconds, experiment_for, random_split, trainer_seconds
+from steps import TINY_MODEL, experiment_for, interleaved_seconds, random_split, trainer_seconds
 
 from modeling_vit_scratch.training.config import read_config_file
 
@@ -36,14 +38,13 @@ def tiny_config(path: str, augment: bool) -> dict:
     return config
 
 
-def measure(config: dict, batch: int, steps: int, warmup: int, repeats: int, device: str) -> dict:
+def measure(config: dict, batch: int, steps: int, warmup: int, repeats: int, device: str = "cpu") -> dict:
     split = random_split(batch * (warmup + steps + 2))
     bare, trainer = [], []
-    for _ in range(repeats):  # alternate: drifting machine load hits both alike
-        bare.append(bare_loop_seconds(experiment_for(config, batch, warmup + steps, device), split, steps, warmup,
-                                      device))
-        trainer.append(trainer_seconds(experiment_for(config, batch, warmup + steps, device), split, steps, warmup,
-                                       device))
+    for _ in range(repeats):
+        b, t = interleaved_seconds(experiment_for(config, batch, warmup + steps, device), split, steps, warmup)
+        bare.append(b)
+        trainer.append(t)
     b, t = statistics.median(bare), statistics.median(trainer)
     return {"batch": batch, "bare_ms": 1e3 * b, "trainer_ms": 1e3 * t, "ratio": t / b,
             "bare_runs_ms": [1e3 * x for x in bare], "trainer_runs_ms": [1e3 * x for x in trainer]}
@@ -57,12 +58,12 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--augment", action="store_true", help="keep the config's augmentation (default: off)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     config = tiny_config(args.config, args.augment)
+    args.device = "cpu"  # a CPU benchmark: on a GPU, bench/gpu_report.py
     print(f"device={args.device} threads={torch.get_num_threads()} model=1 x 32 config={args.config} "
           f"augmentation={'as configured' if args.augment else 'off'} steps={args.steps} repeats={args.repeats}")
     print(f"{'batch':>6} {'bare ms/step':>13} {'Trainer ms/step':>16} {'Trainer - bare':>15} {'ratio':>7}")

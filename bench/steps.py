@@ -8,8 +8,10 @@ Shared by bench/overhead.py (per-step overhead on CPU, tiny model) and bench/gpu
   images, augment and normalise it with the run's `BatchAugment`. A plain PyTorch loop: the floor.
 - `trainer_seconds`: the real path, `ViTScratchTrainer.train()` with the same settings (sampler, batch cut,
   augmentation hook, accelerate, clipping, optimizer, scheduler, callbacks, logging every `logging_steps`).
-Each returns seconds per step over `steps` steps after `warmup` steps (compilation happens in the warm-up); on CUDA
-the clock is synchronised at both ends of the timed span and nowhere inside it.
+Each returns seconds per step over `steps` steps after `warmup` steps (compilation happens in the warm-up). On CUDA:
+the timed span's length / steps, the clock synchronised at both ends and nowhere inside (the host runs ahead of
+the device, so a single step's host time means nothing). On CPU: the median of the steps' own durations (each
+from the end of one step to the end of the next), which bursts of load on a shared machine do not move.
 
 `SyncTrap` is a TrainerCallback that fails the run on any host<->device synchronisation inside a window of steps:
 on CUDA with `torch.cuda.set_sync_debug_mode("error")`; on CPU, where nothing ever waits, with a stand-in that raises
@@ -18,6 +20,7 @@ on `.item()`, `.tolist()`, `.cpu()`, `.numpy()` and `bool()/int()/float()` of an
 """
 
 import contextlib
+import statistics
 import tempfile
 import time
 
@@ -102,15 +105,24 @@ class _PlainStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
+def _per_step(stamps: list[float], device) -> float:
+    """Seconds per step from the times at which steps ended (stamps[0]: the end of the warm-up)."""
+    if torch.device(device).type == "cuda":
+        return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+
+
 def _timed(step, steps: int, warmup: int, device) -> float:
     for i in range(warmup):
         step(i)
     _sync(device)
-    start = time.perf_counter()
+    stamps = [time.perf_counter()]
     for i in range(warmup, warmup + steps):
         step(i)
-    _sync(device)
-    return (time.perf_counter() - start) / steps
+        if i == warmup + steps - 1:
+            _sync(device)
+        stamps.append(time.perf_counter())
+    return _per_step(stamps, device)
 
 
 def model_step_seconds(experiment, steps: int, warmup: int, device) -> float:
@@ -128,9 +140,14 @@ def model_step_seconds(experiment, steps: int, warmup: int, device) -> float:
 
 def bare_loop_seconds(experiment, split: ImageSplit, steps: int, warmup: int, device) -> float:
     """Random batches gathered from device-resident uint8 data, augmented as the run would, then the model step."""
+    return _timed(_bare_step(experiment, split, warmup + steps, device), steps, warmup, device)
+
+
+def _bare_step(experiment, split: ImageSplit, total_steps: int, device):
+    """One step of the bare loop as a function of the step index (its own model, optimizer and data copy)."""
     b = experiment.training.per_device_train_batch_size
     model = build_model(experiment, device)
-    plain = _PlainStep(experiment, model, warmup + steps)
+    plain = _PlainStep(experiment, model, total_steps)
     augment = build_augment(experiment, device)
     augment_fn = torch.compile(augment, dynamic=False) if experiment.training.torch_compile else augment
     images, labels = split.images.to(device), split.labels.to(device)
@@ -142,22 +159,18 @@ def bare_loop_seconds(experiment, split: ImageSplit, steps: int, warmup: int, de
         pixel_values, targets = augment_fn(images[index], labels[index])
         plain(pixel_values, targets)
 
-    return _timed(step, steps, warmup, device)
+    return step
 
 
 class _StepClock(TrainerCallback):
     def __init__(self, warmup: int, device):
-        self.warmup, self.device, self.start, self.end, self.steps = warmup, device, None, None, 0
+        self.warmup, self.device, self.stamps = warmup, device, []
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.warmup:
-            _sync(self.device)
-            self.start = time.perf_counter()
-        elif state.global_step > self.warmup:
-            self.steps += 1
-            if state.global_step == state.max_steps:
+        if state.global_step >= self.warmup:
+            if state.global_step in (self.warmup, state.max_steps):
                 _sync(self.device)
-                self.end = time.perf_counter()
+            self.stamps.append(time.perf_counter())
 
 
 def trainer_seconds(experiment, split: ImageSplit, steps: int, warmup: int, device, callbacks=()) -> float:
@@ -175,7 +188,35 @@ def trainer_seconds(experiment, split: ImageSplit, steps: int, warmup: int, devi
             for callback in callbacks:
                 if isinstance(callback, SyncTrap):
                     callback.close()
-    return (clock.end - clock.start) / clock.steps
+    return _per_step(clock.stamps, device)
+
+
+class _Interleave(TrainerCallback):
+    """After each Trainer step, one bare step: the two alternate, so a drifting machine load hits both alike."""
+
+    def __init__(self, bare_step, warmup: int):
+        self.bare_step, self.warmup, self.bare, self.trainer, self.last = bare_step, warmup, [], [], None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        start = time.perf_counter()
+        self.bare_step(state.global_step)
+        end = time.perf_counter()
+        if state.global_step > self.warmup:
+            self.bare.append(end - start)
+            self.trainer.append(start - self.last)  # end of the last bare step -> start of this one: a Trainer step
+        self.last = end
+
+
+def interleaved_seconds(experiment, split: ImageSplit, steps: int, warmup: int) -> tuple[float, float]:
+    """(bare loop, Trainer) seconds per step on CPU, alternating step by step in one run: medians of each."""
+    interleave = _Interleave(_bare_step(experiment, split, warmup + steps + 1, "cpu"), warmup)
+    with tempfile.TemporaryDirectory() as out:
+        experiment.training.output_dir = out
+        trainer = ViTScratchTrainer(model=build_model(experiment, "cpu"), args=experiment.training,
+                                    train_dataset=DeviceImageDataset(split), augment=build_augment(experiment, "cpu"),
+                                    callbacks=[interleave])
+        trainer.train()
+    return statistics.median(interleave.bare), statistics.median(interleave.trainer)
 
 
 class SyncError(RuntimeError):

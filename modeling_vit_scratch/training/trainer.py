@@ -20,6 +20,7 @@
 """
 
 import contextlib
+import functools
 import logging
 import shutil
 import signal
@@ -147,10 +148,22 @@ class PreemptionCallback(TrainerCallback):
             control.should_training_stop = True
 
 
+def _ask_once_whether_lomo_is_installed() -> None:
+    """accelerate (1.15) asks importlib on every optimizer step, twice, whether the optional `lomo_optim` package is
+    installed: a search of sys.path, ~0.3 ms each on a 2-core machine, 40% of the Trainer's own per-step overhead
+    with a tiny model (bench/overhead.py). The answer cannot change during a run: cache it."""
+    import accelerate.optimizer
+
+    check = getattr(accelerate.optimizer, "is_lomo_available", None)
+    if check is not None and not hasattr(check, "cache_info"):
+        accelerate.optimizer.is_lomo_available = functools.cache(check)
+
+
 class ViTScratchTrainer(Trainer):
     def __init__(self, *args, augment: BatchAugment, **kwargs):
         kwargs.setdefault("data_collator", collate_batch)
         super().__init__(*args, **kwargs)
+        _ask_once_whether_lomo_is_installed()
         device = self.args.device
         self.augment = augment.to(device)
         # One graph for the whole augmentation (dozens of small elementwise ops per batch), fixed shapes like the
