@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         config, ini_mapping = config_module.read_config_file(args.config)
         for line in ini_mapping:
             logger.info("INI %s", line)
-        config = config_module.apply_overrides(config, overrides)
-        config_module.check_keys(config)  # names, forbidden keys, dataset values, ranges: no torch yet
-        experiment = config_module.build_experiment(config, seed=args.seed)  # types and model rules (transformers)
+        # Key names, forbidden keys, dataset values and ranges first (no torch yet), then types and model rules.
+        experiment = config_module.build_experiment(config_module.apply_overrides(config, overrides), seed=args.seed)
         from modeling_vit_scratch.training.run import train_and_evaluate  # the heavy imports, after validation
 
         try:

@@ -177,18 +177,22 @@ def trainer_seconds(experiment, split: ImageSplit, steps: int, warmup: int, devi
     """`ViTScratchTrainer.train()` over `split` for warmup + steps steps (experiment_for's max_steps)."""
     assert experiment.training.max_steps == warmup + steps, "build the experiment with max_steps = warmup + steps"
     clock = _StepClock(warmup, device)
+    try:
+        _train(experiment, split, [clock, *callbacks])
+    finally:  # an exception skips on_train_end: never leave a trap switched on
+        for callback in callbacks:
+            if isinstance(callback, SyncTrap):
+                callback.close()
+    return _per_step(clock.stamps, device)
+
+
+def _train(experiment, split: ImageSplit, callbacks: list) -> None:
+    """ViTScratchTrainer.train() over `split` with the experiment's settings, writing into a temporary folder."""
     with tempfile.TemporaryDirectory() as out:
         experiment.training.output_dir = out
-        trainer = ViTScratchTrainer(model=build_model(experiment, "cpu"), args=experiment.training,
-                                    train_dataset=DeviceImageDataset(split), augment=build_augment(experiment, "cpu"),
-                                    callbacks=[clock, *callbacks])
-        try:
-            trainer.train()
-        finally:  # an exception skips on_train_end: never leave a trap switched on
-            for callback in callbacks:
-                if isinstance(callback, SyncTrap):
-                    callback.close()
-    return _per_step(clock.stamps, device)
+        ViTScratchTrainer(model=build_model(experiment, "cpu"), args=experiment.training,
+                          train_dataset=DeviceImageDataset(split), augment=build_augment(experiment, "cpu"),
+                          callbacks=callbacks).train()
 
 
 class _Interleave(TrainerCallback):
@@ -210,12 +214,7 @@ class _Interleave(TrainerCallback):
 def interleaved_seconds(experiment, split: ImageSplit, steps: int, warmup: int) -> tuple[float, float]:
     """(bare loop, Trainer) seconds per step on CPU, alternating step by step in one run: medians of each."""
     interleave = _Interleave(_bare_step(experiment, split, warmup + steps + 1, "cpu"), warmup)
-    with tempfile.TemporaryDirectory() as out:
-        experiment.training.output_dir = out
-        trainer = ViTScratchTrainer(model=build_model(experiment, "cpu"), args=experiment.training,
-                                    train_dataset=DeviceImageDataset(split), augment=build_augment(experiment, "cpu"),
-                                    callbacks=[interleave])
-        trainer.train()
+    _train(experiment, split, [interleave])
     return statistics.median(interleave.bare), statistics.median(interleave.trainer)
 
 

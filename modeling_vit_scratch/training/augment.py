@@ -155,9 +155,8 @@ class BatchAugment(nn.Module):
             "randaugment": BatchAutoAugment.randaugment(args.randaugment_num_ops, args.randaugment_magnitude),
             "trivialaugment": BatchAutoAugment.trivialaugment(),
         }[args.policy]
-        self.mix_modes = [mode for mode, alpha in (("mixup", args.mixup_alpha), ("cutmix", args.cutmix_alpha))
-                          if alpha > 0]
-        self.soft_labels = bool(self.mix_modes and args.mix_prob > 0) or self.label_smoothing > 0
+        self.mixing = (args.mixup_alpha > 0 or args.cutmix_alpha > 0) and args.mix_prob > 0
+        self.soft_labels = self.mixing or self.label_smoothing > 0
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Evaluation: uint8 (B, C, H, W) -> float32 (B, C, H, W), (x / 255 - mean) / std; no augmentation."""
@@ -184,6 +183,6 @@ class BatchAugment(nn.Module):
             return x, labels
         eps = self.label_smoothing
         targets = F.one_hot(labels, self.num_classes).float() * (1.0 - eps) + eps / self.num_classes  # (B, K)
-        if self.mix_modes and args.mix_prob > 0:
+        if self.mixing:
             x, targets = mix_batch(x, targets, args.mixup_alpha, args.cutmix_alpha, args.mix_prob)
         return x, targets
