@@ -313,6 +313,13 @@ class ViTScratchForImageClassification(ViTScratchPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def save_pretrained(self, *args, **kwargs):
+        # transformers writes auto_map for the saved class only; the folder also loads as the backbone (AutoModel).
+        if self._auto_class is not None:
+            backbone = f"{__name__.rpartition('.')[2]}.{ViTScratchModel.__name__}"
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": backbone}
+        return super().save_pretrained(*args, **kwargs)
+
     def forward(
         self,
         pixel_values: torch.Tensor,

@@ -258,6 +258,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert config["model_type"] == "vit_scratch"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_vit_scratch.ViTScratchConfig",
+        "AutoModel": "modeling_vit_scratch.ViTScratchModel",
         "AutoModelForImageClassification": "modeling_vit_scratch.ViTScratchForImageClassification",
     }
 
@@ -331,7 +332,7 @@ sys.meta_path[:] = [f for f in sys.meta_path if not (hasattr(f, "find_spec") and
 assert importlib.util.find_spec(PKG) is None, "package still importable"
 
 import torch
-from transformers import AutoModelForImageClassification
+from transformers import AutoModel, AutoModelForImageClassification
 folder = sys.argv[1]
 try:
     AutoModelForImageClassification.from_pretrained(folder)
@@ -344,8 +345,12 @@ assert cls.__name__ == "ViTScratchForImageClassification" and cls.__module__.sta
 code_file = os.path.realpath(sys.modules[cls.__module__].__file__)
 assert code_file.startswith(os.path.realpath(os.environ["HF_MODULES_CACHE"])), code_file
 assert PKG not in sys.modules
+backbone = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()  # the classifier's weights minus its head
+assert type(backbone).__name__ == "ViTScratchModel" and type(backbone).__module__.startswith("transformers_modules.")
+x = torch.load(os.path.join(folder, "x.pt"))
 with torch.no_grad():
-    torch.save(model(torch.load(os.path.join(folder, "x.pt"))).logits, os.path.join(folder, "logits.pt"))
+    torch.save(model(x).logits, os.path.join(folder, "logits.pt"))
+    torch.save(backbone(x).pooler_output, os.path.join(folder, "pooled.pt"))
 print("@@LOADED")
 """
 
@@ -367,8 +372,9 @@ def test_remote_code_loads_without_the_package(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [w for w in proc.stdout.split() if w.startswith("@@")] == ["@@REFUSED", "@@LOADED"], proc.stdout
     with torch.no_grad():
-        expected = model(x).logits
+        expected, pooled = model(x).logits, model.vit(x).pooler_output
     torch.testing.assert_close(torch.load(folder / "logits.pt"), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.load(folder / "pooled.pt"), pooled, rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
