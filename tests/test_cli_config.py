@@ -118,9 +118,9 @@ def test_overrides_parse_json_values_and_nest():
         ("training.logging_first_step", "true"),
         ("dataset.name", "../shared/datasets/cifar10"),
         ("dataset.augmentation.mixup_alpha", "0.8"),
-        ("training.report_to", '["tensorboard"]'),
+        ("training.label_names", '["labels"]'),
     ])
-    assert config["training"] == {"learning_rate": 0.5, "logging_first_step": True, "report_to": ["tensorboard"]}
+    assert config["training"] == {"learning_rate": 0.5, "logging_first_step": True, "label_names": ["labels"]}
     assert config["dataset"] == {"name": "../shared/datasets/cifar10", "augmentation": {"mixup_alpha": 0.8}}
     experiment = build_experiment(config)
     assert experiment.dataset.augmentation.mixup_alpha == 0.8
@@ -148,6 +148,12 @@ def test_overrides_parse_json_values_and_nest():
         ({"dataset": {"augmentation": {"mix_prob": 2}}}, "dataset.augmentation.mix_prob=2 is invalid"),
         ({"dataset": {"augmentation": {"horizontal_flip": "yes"}}}, "horizontal_flip='yes' is invalid"),
         ({"model": []}, "model must be a JSON object"),
+        ({"training": {"do_train": False}}, "training.do_train is not allowed: train.py always trains"),
+        ({"training": {"do_eval": True}}, "training.do_eval is not allowed: .*validate.py"),
+        ({"training": {"do_predict": True}}, "training.do_predict is not allowed: .*predict.py"),
+        ({"training": {"resume_from_checkpoint": "/nonexistent"}}, "resume_from_checkpoint is not allowed: .*--resume"),
+        ({"training": {"report_to": ["tensorbord"]}}, "report_to='tensorbord' is invalid; did you mean 'tensorboard'"),
+        ({"dataset": {"max_test_samples": 0}}, "dataset.max_test_samples=0 is invalid"),
     ],
 )
 def test_bad_values_fail_naming_the_key(config, message):
@@ -177,3 +183,32 @@ def test_training_defaults_apply_under_the_file(tmp_path):
     assert experiment.training.metric_for_best_model == "accuracy"
     assert experiment.raw["training"] == {"output_dir": str(tmp_path), "logging_steps": 7}
     json.dumps(experiment.raw)  # what is written to experiment.json
+
+
+def test_missing_report_to_backend_names_the_extra(monkeypatch):
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: [])
+    for backend in ("tensorboard", "trackio"):
+        with pytest.raises(ConfigError, match=rf'report_to=.{backend}.: {backend} is not installed; `pip install -e '
+                                              rf'".\[{backend}\]"`'):
+            build_experiment({"training": {"report_to": [backend]}})
+    with pytest.raises(ConfigError, match="wandb is not installed; `pip install wandb`"):
+        build_experiment({"training": {"report_to": "wandb"}})
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    assert build_experiment({"training": {"report_to": ["tensorboard"]}}).training.report_to == ["tensorboard"]
+
+
+@pytest.mark.parametrize("token", [None, "hf_not_a_real_token"])
+def test_push_to_hub_that_cannot_reach_the_hub_fails_before_training(monkeypatch, token):
+    """Offline (or without a token), push_to_hub used to end in a traceback after the whole run."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", "/nonexistent/token")
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    reason = "offline mode is enabled" if token else "no token found"
+    with pytest.raises(ConfigError, match=f"training.push_to_hub=true, but the Hub cannot be used: .*{reason}"):
+        build_experiment({"training": {"push_to_hub": True, "hub_model_id": "user/x"}})
+    assert not build_experiment({"training": {"hub_model_id": "user/x"}}).training.push_to_hub  # no push: no check

@@ -80,10 +80,10 @@ def test_hub_layout_folder_cifar_slice(cifar10_path, tmp_path):
         first = next(source.iter_batches(batch_size=rows))
         pq.write_table(pa.Table.from_batches([first], schema=source.schema_arrow),
                        root / "plain_text" / f"{split}-00000-of-00001.parquet")
-    args = make_args(root, tmp_path, validation_size=50, max_eval_samples=40)
+    args = make_args(root, tmp_path, validation_size=50, max_eval_samples=40, max_test_samples=30)
     data = load_image_data(args, image_size=32, num_channels=3, num_labels=10)
     check_shapes(data, 250)
-    assert data.validation.images.shape == (40, 3, 32, 32) and data.test.images.shape == (40, 3, 32, 32)
+    assert data.validation.images.shape == (40, 3, 32, 32) and data.test.images.shape == (30, 3, 32, 32)
     assert data.class_names == CIFAR_NAMES
     assert all(0.3 < m < 0.6 for m in data.mean) and all(0.15 < s < 0.35 for s in data.std)
     assert set(data.train.labels.tolist()) <= set(range(10)) and len(set(data.train.labels.tolist())) == 10
@@ -247,7 +247,8 @@ def test_validation_hold_out(tmp_path):
     assert other != val and len(other) == 30
     cut = load(max_train_samples=10, max_eval_samples=5)
     assert signatures(cut.train.images) == train[:10] and signatures(cut.validation.images) == val[:5]
-    assert len(cut.test) == 5
+    assert len(cut.test) == len(data.test) > 5  # max_eval_samples is validation only: the test split stays whole
+    assert len(load(max_test_samples=3).test) == 3
     expected = load_image_data(make_args(tmp_path, tmp_path, test_split=None, validation_size=0), 32, 3)
     assert torch.equal(cut.train.labels, expected.train.labels[train[:10]])  # labels travel with their images
 

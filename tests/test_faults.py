@@ -42,7 +42,7 @@ TIMEOUT = 240
 MAX_STEPS = 10  # 64 images / batch 16 = 4 steps per epoch: 10 steps end mid-epoch 3
 
 TINY = {
-    "dataset": {"validation_size": 32, "max_train_samples": 64, "max_eval_samples": 32,
+    "dataset": {"validation_size": 32, "max_train_samples": 64, "max_eval_samples": 32, "max_test_samples": 32,
                 "augmentation": {"random_crop_padding": 4, "horizontal_flip": True, "mixup_alpha": 0.8,
                                  "cutmix_alpha": 1.0, "mix_prob": 0.8, "random_erasing_prob": 0.25,
                                  "randaugment_num_ops": 2}},

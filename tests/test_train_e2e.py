@@ -9,6 +9,7 @@ Faults (kill/resume, SIGTERM, NaN, bad data, determinism across seeds) are tests
 """
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import socket
@@ -48,6 +49,7 @@ def tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH) -> li
     """configs/cifar10.json made tiny and deterministic: one epoch, evaluated (and checkpointed) at its end."""
     return ["--config", CONFIG, "--dataset.name", str(cifar10_path),
             "--dataset.max_train_samples", str(TRAIN_IMAGES), "--dataset.max_eval_samples", str(EVAL_IMAGES),
+            "--dataset.max_test_samples", str(EVAL_IMAGES),
             "--dataset.validation_size", str(EVAL_IMAGES), "--training.max_steps", str(STEPS),
             "--training.per_device_train_batch_size", str(per_device_batch), "--training.logging_steps", "1",
             "--training.output_dir", str(output_dir), *TINY_MODEL, *DETERMINISTIC]
@@ -139,6 +141,7 @@ def test_python_run_writes_a_complete_hub_folder(python_run):
     assert config["label2id"] == {name: i for i, name in enumerate(CIFAR10_CLASSES)}
     assert config["auto_map"] == {
         "AutoConfig": "configuration_vit_scratch.ViTScratchConfig",
+        "AutoModel": "modeling_vit_scratch.ViTScratchModel",
         "AutoModelForImageClassification": "modeling_vit_scratch.ViTScratchForImageClassification",
     }
     assert config["hidden_size"] == 32 and config["num_hidden_layers"] == 1  # the overrides reached the model
@@ -189,7 +192,8 @@ def test_saved_model_reproduces_the_reported_test_accuracy_exactly(python_run, c
     dataset = read_json(out / "experiment.json")["dataset"]
     data = load_image_data(DataArguments(name=str(cifar10_path), validation_size=dataset["validation_size"],
                                          max_train_samples=dataset["max_train_samples"],
-                                         max_eval_samples=dataset["max_eval_samples"]), 32, 3)
+                                         max_eval_samples=dataset["max_eval_samples"],
+                                         max_test_samples=dataset["max_test_samples"]), 32, 3)
     images, labels = data.test.images, data.test.labels
     assert len(labels) == EVAL_IMAGES
 
@@ -385,6 +389,7 @@ def test_older_projects_ini_runs_end_to_end_and_logs_its_mapping(tmp_path, cifar
     proc = check_ok(run([PYTHON, str(REPO / "train.py"), str(SEED_INI), "-s", "3", "--training.max_steps", "2",
                          "--dataset.name", str(cifar10_path), "--dataset.validation_size", "32",
                          "--dataset.max_train_samples", str(TRAIN_IMAGES), "--dataset.max_eval_samples", "32",
+                         "--dataset.max_test_samples", "32",
                          "--training.output_dir", str(out), *TINY_MODEL], cwd=tmp_path))  # INI's dir is ./datasets
     for line in ("INI [dataset] name = 'CIFAR10' -> dataset.name = 'uoft-cs/cifar10'",
                  "INI [model] embed_dim = 256 -> model.hidden_size",
@@ -413,6 +418,26 @@ def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path, cifar10_pat
     assert "Traceback" not in proc.stderr
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--training.report_to", "trackio"],
+     'training.report_to=\'trackio\': trackio is not installed; `pip install -e ".[trackio]"`'),
+    (["--training.push_to_hub", "true", "--training.hub_model_id", "user/x"],
+     "training.push_to_hub=true, but the Hub cannot be used"),
+    (["--training.do_train", "false"], "training.do_train is not allowed"),
+])
+def test_what_would_fail_late_or_be_ignored_fails_before_the_data_loads(tmp_path, extra, message):
+    """A missing logging backend, an unreachable Hub and keys the run would ignore: `error:` and exit 2 before any
+    data is read (the dataset named here does not exist, so reaching the data would give another error)."""
+    if "trackio" in extra and importlib.util.find_spec("trackio") is not None:
+        pytest.skip("trackio is installed here")
+    out = tmp_path / "out"
+    proc = run([PYTHON, "train.py", "--config", CONFIG, "--dataset.name", str(tmp_path / "no-such-dataset"),
+                "--training.output_dir", str(out), *extra], HF_TOKEN="hf_not_a_real_token")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1].startswith(f"error: {message}"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
 
 
 def test_resume_without_a_checkpoint_fails_clearly(tmp_path, cifar10_path, capsys):

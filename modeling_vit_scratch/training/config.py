@@ -79,7 +79,8 @@ class DataArguments:
     validation_size: int = 5000  # images held out of the train split for evaluation during training; 0 = none
     validation_seed: int = 0  # seed of that hold-out (independent of the training seed, so runs compare)
     max_train_samples: int | None = None  # keep only the first N training images (after the hold-out)
-    max_eval_samples: int | None = None  # keep only the first N validation and test images
+    max_eval_samples: int | None = None  # keep only the first N validation images (test: max_test_samples)
+    max_test_samples: int | None = None  # keep only the first N test images (the card and results say how many)
     augmentation: AugmentArguments = field(default_factory=AugmentArguments)
 
     def __post_init__(self):
@@ -98,6 +99,7 @@ RANGES = {
     "dataset.validation_seed": _AT_LEAST_0,
     "dataset.max_train_samples": _POSITIVE_OR_NULL,
     "dataset.max_eval_samples": _POSITIVE_OR_NULL,
+    "dataset.max_test_samples": _POSITIVE_OR_NULL,
     "dataset.augmentation.random_crop_padding": _AT_LEAST_0,
     "dataset.augmentation.randaugment_num_ops": (lambda v: v is None or v >= 0, "must be an integer >= 0"),
     "dataset.augmentation.randaugment_magnitude": (lambda v: 0 <= v <= 30,
@@ -125,6 +127,17 @@ FORBIDDEN_KEYS = {
                                      "evaluation never does (every image counts); see trainer.py",
     "training.enable_jit_checkpoint": "SIGTERM already saves a checkpoint at the end of the current step and stops "
                                       "(synchronised across processes, resumable exactly); see trainer.py",
+    # TrainingArguments fields that only example scripts read: the run would ignore them without a word.
+    "training.do_train": "train.py always trains; to evaluate a saved model use validate.py",
+    "training.do_eval": "validation runs as training.eval_strategy says; to evaluate a saved model use validate.py",
+    "training.do_predict": "the test split (dataset.test_split) is evaluated after training; to classify images "
+                           "use predict.py",
+    "training.resume_from_checkpoint": "use `train.py --resume`: it continues from the newest complete checkpoint "
+                                       "in training.output_dir",
+    "training.local_rank": "set by the launcher (accelerate launch), never by a config",
+    "training.dataloader_persistent_workers": "there are no dataloader workers (the images live on the device)",
+    "training.dataloader_prefetch_factor": "there are no dataloader workers (the images live on the device)",
+    "training.dataloader_multiprocessing_context": "there are no dataloader workers (the images live on the device)",
 }
 
 # Where this project's defaults differ from `TrainingArguments`' own; a config file's values win over these.
@@ -142,6 +155,9 @@ TRAINING_DEFAULTS = {
     "logging_nan_inf_filter": False,  # a host sync every step; trainer.py checks for NaN/inf when it logs instead
     "label_names": ["labels"],
 }
+
+# `training.report_to` backends installed by this project's extras (`pip install -e ".[tensorboard]"`).
+LOGGING_EXTRAS = ("tensorboard", "trackio")
 
 # `model` keys that PreTrainedConfig takes as arguments rather than as fields of ViTScratchConfig.
 MODEL_EXTRA_KEYS = {
@@ -322,8 +338,37 @@ def build_experiment(config: dict, seed: int | None = None) -> Experiment:
     for section in ("model", "training"):
         for key, value in config[section].items():
             _check_value(f"{section}.{key}", value, annotations[section][key])
+    training = _training_arguments({**TRAINING_DEFAULTS, **config["training"]})
+    check_integrations(training)
     return Experiment(dataset=DataArguments(**config["dataset"]), model=_model_config(config["model"]),
-                      training=_training_arguments({**TRAINING_DEFAULTS, **config["training"]}), raw=config)
+                      training=training, raw=config)
+
+
+def check_integrations(args) -> None:
+    """What would otherwise fail only after the data is loaded (a `report_to` backend that is not installed) or after
+    hours of training (a `push_to_hub` that cannot reach the Hub, or has no token)."""
+    from transformers.integrations import integration_utils
+
+    known = integration_utils.INTEGRATION_TO_CALLBACK
+    installed = set(integration_utils.get_available_reporting_integrations())
+    installed |= {"flyte"} if integration_utils.is_flytekit_available() else set()
+    for name in args.report_to or []:
+        if name not in known:
+            raise ConfigError(f"training.report_to={name!r} is invalid{_closest(name, known)} (allowed: "
+                              f"{', '.join(sorted(known))}, all, none)")
+        if name not in installed:
+            how = f'pip install -e ".[{name}]"' if name in LOGGING_EXTRAS else f"pip install {name}"
+            raise ConfigError(f"training.report_to={name!r}: {name} is not installed; `{how}`, or drop it from "
+                              "training.report_to")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        try:  # every process asks, so that all of them stop here together
+            HfApi().whoami()
+        except Exception as err:  # no token, offline mode, no network, a refused token: all end the same way
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"training.push_to_hub=true, but the Hub cannot be used: {reason} (log in with "
+                              "`hf auth login` or set HF_TOKEN; HF_HUB_OFFLINE=1 forbids any push)") from None
 
 
 def _model_config(values: dict):
