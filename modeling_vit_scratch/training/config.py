@@ -95,6 +95,7 @@ _AT_LEAST_0 = (lambda v: v >= 0, "must be an integer >= 0")
 _POSITIVE_OR_NULL = (lambda v: v is None or v > 0, "must be a positive integer or null")
 RANGES = {
     "dataset.name": (lambda v: bool(v), "must be a Hub dataset id or a local path"),
+    "model.pretrained": (lambda v: bool(v), "must be a model folder or a Hub id (or null)"),
     "dataset.validation_size": _AT_LEAST_0,
     "dataset.validation_seed": _AT_LEAST_0,
     "dataset.max_train_samples": _POSITIVE_OR_NULL,
@@ -163,6 +164,8 @@ LOGGING_EXTRAS = ("tensorboard", "trackio")
 MODEL_EXTRA_KEYS = {
     "attn_implementation": Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None,
     "num_labels": int | None,  # optional: checked against the number of classes in the data
+    # Start from these weights: a train.py output folder or Hub id, or a transformers ViT (see pretrained.py)
+    "pretrained": str | None,
 }
 
 
@@ -179,6 +182,11 @@ class Experiment:
     def num_labels(self) -> int | None:
         """`model.num_labels` when the config gives it (checked against the data), else None."""
         return self.raw["model"].get("num_labels")
+
+    @property
+    def pretrained(self) -> str | None:
+        """`model.pretrained`: the weights to start from (None: a fresh initialisation)."""
+        return self.raw["model"].get("pretrained")
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -376,6 +384,7 @@ def _model_config(values: dict):
 
     from ..configuration_vit_scratch import ViTScratchConfig
 
+    values = {key: value for key, value in values.items() if key != "pretrained"}
     try:  # every model rule (validate_architecture), checked now rather than after loading data
         return ViTScratchConfig(**values)
     except (ValueError, StrictDataclassError) as err:
