@@ -5,11 +5,12 @@ A config file has three sections that map 1:1 onto code:
   model    -> `ViTScratchConfig` fields
   training -> `transformers.TrainingArguments` fields
 
-One validation scheme: every key is checked against the real annotation of its dataclass field (`_type_ok`), then
-against one table of range rules (`RANGES`); the model's own rules live in `ViTScratchConfig.validate_architecture`.
-This module imports only the standard library at load time. Key names, forbidden keys, dataset values and ranges
-are checked without importing torch or transformers (`check_keys`: `--help` and typos answer at once); the model's
-and TrainingArguments' types and rules are checked by `build_experiment`, still before any data is loaded.
+One validation scheme: every key is checked against the annotation of its field (`_type_ok`), then against one table
+of range rules (`RANGES`). The annotations, defaults and help texts of all three sections are read from the classes'
+source files (`section_docs`), so that key names, types, choices and ranges are checked, and `--help` lists every
+key, without importing torch or transformers (milliseconds instead of seconds). What needs the real classes, the
+model's cross-field rules (`ViTScratchConfig.validate_architecture`) and TrainingArguments' own, is checked by
+`build_experiment`, still before any data is loaded. This module imports only the standard library at load time.
 """
 
 import ast
@@ -19,8 +20,12 @@ import difflib
 import enum
 import functools
 import importlib.util
+import io
 import json
 import os
+import re
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -72,7 +77,7 @@ class DataArguments:
     name: str = "uoft-cs/cifar10"
     revision: str | None = None  # Hub revision (branch, tag or commit) of `name`
     cache_dir: str | None = None  # datasets' cache folder (decoded uint8 arrays are cached there too)
-    train_split: str = "train"
+    train_split: str = "train"  # the split to train on (and to hold the validation images out of)
     test_split: str | None = "test"  # evaluated once at the end; None = no test evaluation
     image_column: str | None = None  # None: the first of `img`, `image` that exists
     label_column: str | None = None  # None: the first of `label`, `labels` that exists
@@ -162,10 +167,11 @@ LOGGING_EXTRAS = ("tensorboard", "trackio")
 
 # `model` keys that PreTrainedConfig takes as arguments rather than as fields of ViTScratchConfig.
 MODEL_EXTRA_KEYS = {
-    "attn_implementation": Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None,
-    "num_labels": int | None,  # optional: checked against the number of classes in the data
-    # Start from these weights: a train.py output folder or Hub id, or a transformers ViT (see pretrained.py)
-    "pretrained": str | None,
+    "attn_implementation": (Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None,
+                            "attention kernel; null = transformers' default (sdpa)"),
+    "num_labels": (int | None, "optional: checked against the number of classes in the data"),
+    "pretrained": (str | None, "start from these weights: a train.py output folder or Hub id, or a transformers ViT "
+                               "(architecture from the checkpoint; a new head when the classes differ)"),
 }
 
 
@@ -220,7 +226,7 @@ def _type_ok(value, annotation) -> bool:
     if origin is not None:
         annotation = origin  # list[str] -> list, dict[str, Any] -> dict
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return value in {m.value for m in annotation} or isinstance(value, annotation)
+        return value in [m.value for m in annotation] or isinstance(value, annotation)  # a list: a JSON list may come
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -266,42 +272,118 @@ def _validate_fields(obj, prefix: str) -> None:
             _check_value(prefix + f.name, getattr(obj, f.name), f.type)
 
 
-def _dataclass_fields(cls) -> dict:
-    return {f.name: f.type for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+@dataclass
+class KeyDoc:
+    """One config key as its class's source declares it: what `--help` prints and what values are checked against."""
+
+    annotation: typing.Any  # the type, rebuilt from the source text (enums from their own source; unknown: Any)
+    type_text: str  # as written, e.g. "int | None"
+    default: str  # as written, e.g. "'uoft-cs/cifar10'"
+    help: str  # the field's comment, `metadata["help"]` or docstring line, collapsed to one line
 
 
-def _source_fields(path: Path, class_name: str) -> list[str]:
-    """The annotated field names of a class, read from its source file without importing it (fast key checks)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name)
-    return [n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
-            and not n.target.id.startswith("_")]
+def _source_docs(path: Path, class_name: str, enums: dict | None = None) -> dict[str, KeyDoc]:
+    """Every annotated field of a class, read from its source file without importing it (torch and transformers take
+    seconds to import; this takes milliseconds). The help is, in order: `field(metadata={"help": ...})`, the comment
+    at the end of the field's line or on the lines just above it, the `name: text` line of the class docstring."""
+    source = path.read_text(encoding="utf-8")
+    comments = {t.start[0]: (t.string.lstrip("#").strip(), t.line.strip().startswith("#"))
+                for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == class_name)
+    docstring = dict(line.strip().split(": ", 1) for line in (ast.get_docstring(node) or "").splitlines()
+                     if re.match(r"\s*\w+: ", line))
+    namespace = _AnnotationNamespace(enums or {})
+    docs = {}
+    for n in node.body:
+        if not (isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)) or n.target.id.startswith("_"):
+            continue
+        name, default, help_text = n.target.id, ast.unparse(n.value) if n.value else "", ""
+        if isinstance(n.value, ast.Call) and ast.unparse(n.value.func) == "field":
+            keywords = {k.arg: k.value for k in n.value.keywords}
+            default = ast.unparse(keywords.get("default") or keywords.get("default_factory") or ast.Constant(...))
+            default += "()" if "default_factory" in keywords else ""
+            metadata = keywords.get("metadata")
+            if isinstance(metadata, ast.Dict):
+                help_text = next((ast.literal_eval(v) for k, v in zip(metadata.keys, metadata.values, strict=True)
+                                  if isinstance(k, ast.Constant) and k.value == "help"), "")
+        if not help_text and n.end_lineno in comments and not comments[n.end_lineno][1]:
+            help_text = comments[n.end_lineno][0]
+        above, line = [], n.lineno - 1
+        while not help_text and line in comments and comments[line][1]:
+            above.insert(0, comments[line][0])
+            line -= 1
+        help_text = help_text or " ".join(above) or docstring.get(name, "")
+        type_text = ast.unparse(n.annotation)
+        docs[name] = KeyDoc(eval(type_text, {}, namespace), type_text, default, " ".join(help_text.split()))
+    return docs
+
+
+class _AnnotationNamespace(dict):
+    """Names an annotation may use: builtins, typing's, the enums given; any other name (a class we do not read)
+    stands for typing.Any, so its values pass the fast check and are left to the class itself."""
+
+    def __init__(self, enums: dict):
+        super().__init__({"Any": typing.Any, "Literal": Literal, "Optional": typing.Optional, "Union": typing.Union,
+                          **enums})
+
+    def __missing__(self, name):
+        import builtins
+
+        return getattr(builtins, name, typing.Any)
+
+
+def _source_enums(module: Path, names) -> dict:
+    """The `class NAME(...Enum): MEMBER = "value"` classes of a source file, rebuilt as Enums (for their choices)."""
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    enums = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name in names:
+            members = {a.targets[0].id: a.value.value for a in node.body if isinstance(a, ast.Assign)
+                       and isinstance(a.targets[0], ast.Name) and isinstance(a.value, ast.Constant)}
+            if members:
+                enums[node.name] = enum.Enum(node.name, members)
+    return enums
 
 
 @functools.cache
-def section_keys() -> dict:
-    """Every accepted key name per section, without importing torch or transformers (their sources are read)."""
+def section_docs() -> dict:
+    """Every accepted key of every section as a KeyDoc, from the sources (no torch, no transformers import)."""
     transformers = Path(importlib.util.find_spec("transformers").submodule_search_locations[0])
-    model_source = Path(__file__).resolve().parents[1] / "configuration_vit_scratch.py"
-    return {
-        "dataset": {**_dataclass_fields(DataArguments), "augmentation": _dataclass_fields(AugmentArguments)},
-        "model": _source_fields(model_source, "ViTScratchConfig") + list(MODEL_EXTRA_KEYS),
-        "training": _source_fields(transformers / "training_args.py", "TrainingArguments"),
-    }
+    training_args = transformers / "training_args.py"
+    enum_names = ("HubStrategy", "IntervalStrategy", "SaveStrategy", "SchedulerType", "OptimizerNames", "DebugOption")
+    enums = {}
+    for module in (training_args, transformers / "trainer_utils.py", transformers / "debug_utils.py"):
+        enums.update(_source_enums(module, enum_names))
+    this = Path(__file__)
+    model = {**_source_docs(this.parents[1] / "configuration_vit_scratch.py", "ViTScratchConfig"),
+             **{name: KeyDoc(annotation, _type_name(annotation), "None", help_text)
+                for name, (annotation, help_text) in MODEL_EXTRA_KEYS.items()}}
+    training = _source_docs(training_args, "TrainingArguments", enums)
+    for name, value in TRAINING_DEFAULTS.items():
+        training[name] = dataclasses.replace(training[name], default=f"{value!r} (TrainingArguments: "
+                                                                      f"{training[name].default})")
+    return {"dataset": {**_source_docs(this, "DataArguments"), "augmentation": _source_docs(this, "AugmentArguments")},
+            "model": model, "training": training}
 
 
-def section_annotations() -> dict:
-    """Every accepted key of every section with its real type (imports transformers)."""
-    from transformers import TrainingArguments
+def describe_keys() -> str:
+    """`train.py --help`'s list of every config key: its type, default and meaning, generated from the sources."""
+    lines = ["config keys (in the config file's sections, or on the command line as --SECTION.KEY VALUE):"]
 
-    from ..configuration_vit_scratch import ViTScratchConfig
-
-    return {
-        "dataset": {**_dataclass_fields(DataArguments), "augmentation": _dataclass_fields(AugmentArguments)},
-        "model": {**{name: ViTScratchConfig.__annotations__[name] for name in ViTScratchConfig.__annotations__},
-                  **MODEL_EXTRA_KEYS},
-        "training": _dataclass_fields(TrainingArguments),
-    }
+    def add(prefix: str, docs: dict):
+        for name, doc in docs.items():
+            if isinstance(doc, dict):
+                add(f"{prefix}{name}.", doc)
+            elif f"{prefix}{name}" not in FORBIDDEN_KEYS:
+                lines.append(f"  {prefix}{name}  ({doc.type_text}, default {doc.default})")
+                lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
+    for section, title in (("dataset", "DataArguments, training/config.py"),
+                           ("model", "ViTScratchConfig, configuration_vit_scratch.py"),
+                           ("training", "transformers.TrainingArguments; this project's defaults shown")):
+        lines += ["", f"{section} ({title}):"]
+        add(f"{section}.", section_docs()[section])
+    lines += ["", "refused keys:"] + [f"  {key}: {reason}" for key, reason in FORBIDDEN_KEYS.items()]
+    return "\n".join(lines)
 
 
 def _check_names(section: str, values, known) -> None:
@@ -320,20 +402,20 @@ def _check_names(section: str, values, known) -> None:
 
 
 def check_keys(config: dict) -> dict:
-    """What can be checked without torch/transformers: sections, key names, forbidden keys, every `dataset` value
-    and every range rule. Returns the three sections (deep copies)."""
+    """What can be checked without torch/transformers: sections, key names, forbidden keys, every value against its
+    field's type (read from the source) and range rule. Returns the three sections (deep copies)."""
     for section in config:
         if section not in SECTIONS:
             raise ConfigError(
                 f"unknown section {section!r}{_closest(section, SECTIONS)} (allowed: {', '.join(SECTIONS)})")
     config = {section: copy.deepcopy(config.get(section, {})) for section in SECTIONS}
-    keys = copy.deepcopy(section_keys())
+    docs = section_docs()
     for section in SECTIONS:
-        _check_names(section, config[section], keys[section])
-    DataArguments(**config["dataset"])
-    for key, value in config["training"].items():
-        if f"training.{key}" in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
-            _check_value(f"training.{key}", value, typing.Any)
+        _check_names(section, config[section], docs[section])
+    DataArguments(**config["dataset"])  # checks itself
+    for section in ("model", "training"):
+        for key, value in config[section].items():
+            _check_value(f"{section}.{key}", value, docs[section][key].annotation)
     return config
 
 
@@ -342,10 +424,6 @@ def build_experiment(config: dict, seed: int | None = None) -> Experiment:
     config = check_keys(config)
     if seed is not None:
         config["training"]["seed"] = seed
-    annotations = section_annotations()
-    for section in ("model", "training"):
-        for key, value in config[section].items():
-            _check_value(f"{section}.{key}", value, annotations[section][key])
     training = _training_arguments({**TRAINING_DEFAULTS, **config["training"]})
     check_integrations(training)
     return Experiment(dataset=DataArguments(**config["dataset"]), model=_model_config(config["model"]),
