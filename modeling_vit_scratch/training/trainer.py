@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import Trainer, TrainerCallback
+from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .augment import BatchAugment
@@ -159,6 +159,26 @@ def _ask_once_whether_lomo_is_installed() -> None:
         accelerate.optimizer.is_lomo_available = functools.cache(check)
 
 
+class LabelledProgressCallback(ProgressCallback):
+    """transformers' progress bars, labelled: "train", "validation" during training, and `label` (what the run is
+    evaluating: the best checkpoint on validation, the test split) when it is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.label: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description("train")
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        new = self.prediction_bar is None
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+        if new and self.prediction_bar is not None:
+            self.prediction_bar.set_description(self.label or "validation")
+
+
 class ViTScratchTrainer(Trainer):
     def __init__(self, *args, augment: BatchAugment, **kwargs):
         kwargs.setdefault("data_collator", collate_batch)
@@ -177,6 +197,21 @@ class ViTScratchTrainer(Trainer):
         self.add_callback(NonFiniteLossCallback(self))
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption)
+        self._progress = None
+        if any(type(c) is ProgressCallback for c in self.callback_handler.callbacks):  # not in notebooks, or no tqdm
+            self.remove_callback(ProgressCallback)
+            self._progress = LabelledProgressCallback()
+            self.add_callback(self._progress)
+
+    @property
+    def progress_label(self) -> str | None:
+        """The label of the next evaluation's progress bar (None: "validation")."""
+        return self._progress.label if self._progress else None
+
+    @progress_label.setter
+    def progress_label(self, label: str | None) -> None:
+        if self._progress:
+            self._progress.label = label
 
     def train(self, *args, **kwargs):
         with self.preemption.handling_sigterm():
