@@ -34,13 +34,8 @@ def light_import():
     return sys.modules["modeling_vit_scratch.training.config"], sys.modules["modeling_vit_scratch.training.errors"]
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
-    """Our own flags go to argparse; every `--SECTION.KEY VALUE` (or `--SECTION.KEY=VALUE`) is an override."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="config file (.json, or the older project's .ini)")
-    parser.add_argument("--config", dest="config_opt", metavar="FILE", help="config file (same as the positional)")
-    parser.add_argument("-s", "--seed", type=int, help="seed of training (overrides training.seed)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every `--SECTION.KEY VALUE` (or `--SECTION.KEY=VALUE`) is an override; the rest is `parser`'s."""
     own, overrides = [], []
     argv = list(argv)
     while argv:
@@ -53,6 +48,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
             overrides.append((token[2:], argv.pop(0)))
         else:
             parser.error(f"{token} needs a value")
+    return own, overrides
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+    """Our own flags go to argparse; every `--SECTION.KEY VALUE` (or `--SECTION.KEY=VALUE`) is an override."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="config file (.json, or the older project's .ini)")
+    parser.add_argument("--config", dest="config_opt", metavar="FILE", help="config file (same as the positional)")
+    parser.add_argument("-s", "--seed", type=int, help="seed of training (overrides training.seed)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    own, overrides = split_overrides(parser, argv)
+    if {"-h", "--help"} & set(own):  # every config key with its type, default and meaning, read from the sources
+        parser.epilog = light_import()[0].describe_keys()
     args = parser.parse_args(own)
     args.config = args.config_opt or args.config
     if args.config is None:

@@ -14,11 +14,10 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .config import EXPERIMENT_FILE
 from .errors import ConfigError
 
 logger = logging.getLogger("vit_scratch")
-
-EXPERIMENT_FILE = "experiment.json"
 
 
 # What the Trainer writes before trainer_state.json; resuming without any of them is silently inexact

@@ -35,6 +35,7 @@ from typing import Literal
 from .errors import ConfigError
 
 SECTIONS = ["dataset", "model", "training"]
+EXPERIMENT_FILE = "experiment.json"  # a run's config sections as given (overrides applied), beside its model
 
 
 @dataclass

@@ -69,8 +69,9 @@ def load_image_data(args: DataArguments, image_size: int, num_channels: int,
     `cifar-10-batches-py/`, or a folder holding either); an image folder (ROOT/CLASS/* or ROOT/SPLIT/CLASS/*);
     a local folder in the Hub layout or a Hub id. The validation set is `validation_size` rows drawn from the
     train split with `validation_seed` (each part keeps the source's row order), then `max_train_samples` /
-    `max_eval_samples` keep the first rows of each part. Only the rows kept are decoded. Raises DataError for bad
-    data (the message names the source, split, column or row), ConfigError for a `num_channels` other than 1 or 3.
+    `max_eval_samples` / `max_test_samples` keep the first rows of training / validation / test. Only the rows kept
+    are decoded. Raises DataError for bad data (the message names the source, split, column or row), ConfigError
+    for a `num_channels` other than 1 or 3.
     """
     if num_channels not in (1, 3):
         raise ConfigError(f"model.num_channels={num_channels!r} is invalid: images convert to 1 (L) or 3 (RGB)")
@@ -79,12 +80,7 @@ def load_image_data(args: DataArguments, image_size: int, num_channels: int,
     test = None if args.test_split is None else _source(splits, args.test_split, "test_split", args, image_size,
                                                         num_channels, num_labels)
     n = len(train.labels)
-    if args.validation_size >= n:
-        raise DataError(f"dataset.validation_size={args.validation_size} must be smaller than the {n} images of "
-                        f"{train.where}")
-    order = np.random.RandomState(args.validation_seed).permutation(n)  # legacy RNG: stable across numpy versions
-    val_rows = np.sort(order[: args.validation_size])[: args.max_eval_samples]
-    train_rows = np.sort(order[args.validation_size:])[: args.max_train_samples]
+    train_rows, val_rows = _holdout(train, args)
     needed = np.union1d(train_rows, val_rows)  # decode only these (all of them -> one cache for every seed)
     images = train.decode(None if len(needed) == n else needed)  # (len(needed), C, S, S)
     train_split = _split(images[np.searchsorted(needed, train_rows)], train.labels[train_rows])
@@ -92,7 +88,7 @@ def load_image_data(args: DataArguments, image_size: int, num_channels: int,
     del images
     test_split = None
     if test is not None:
-        rows = np.arange(len(test.labels))[: args.max_eval_samples]
+        rows = np.arange(len(test.labels))[: args.max_test_samples]
         test_split = _split(test.decode(None if len(rows) == len(test.labels) else rows), test.labels[rows])
 
     class_names = train.class_names
@@ -101,6 +97,49 @@ def load_image_data(args: DataArguments, image_size: int, num_channels: int,
         class_names = [str(i) for i in range(num_labels if num_labels is not None else top + 1)]
     mean, std = _mean_std(train_split.images)
     return ImageData(train_split, validation, test_split, class_names, mean, std)
+
+
+def load_split(args: DataArguments, split: str, image_size: int,
+               num_channels: int) -> tuple[ImageSplit, list[str] | None]:
+    """One split for evaluating a saved model, with exactly the rows and decoding `load_image_data` gives it.
+
+    `split`: "train" / "validation" (the rows of `train_split` that training kept / held out, same seed, same
+    `max_train_samples` / `max_eval_samples`), "test" (`test_split`, its first `max_test_samples` rows) or any other
+    split name of the source (its first `max_test_samples` rows). Only those rows are decoded. Returns the split and
+    the source's class names (None for plain integer labels); labels are not checked against a model here.
+    """
+    if num_channels not in (1, 3):
+        raise ConfigError(f"model.num_channels={num_channels!r} is invalid: images convert to 1 (L) or 3 (RGB)")
+    splits = _open(args)
+    if split in ("train", "validation"):
+        source = _source(splits, args.train_split, "train_split", args, image_size, num_channels, None)
+        train_rows, val_rows = _holdout(source, args)
+        rows = train_rows if split == "train" else val_rows
+        if not len(rows):
+            raise DataError(f"dataset.validation_size=0: nothing was held out of {source.where} for validation")
+    else:
+        name = args.test_split if split == "test" else split
+        if name is None:
+            raise ConfigError("dataset.test_split=None: there is no test split to evaluate (name one)")
+        if split != "test" and name not in splits:
+            raise DataError(f"split {split!r}: {args.name!r} has no such split; splits: {sorted(splits)}")
+        source = _source(splits, name, "test_split", args, image_size, num_channels, None)
+        rows = np.arange(len(source.labels))[: args.max_test_samples]
+    images = source.decode(None if len(rows) == len(source.labels) else rows)
+    return _split(images, source.labels[rows]), source.class_names
+
+
+def _holdout(train: _Source, args: DataArguments) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of the train split, sorted: `validation_size` rows drawn with
+    `validation_seed`, then each part cut to its first `max_train_samples` / `max_eval_samples`."""
+    n = len(train.labels)
+    if args.validation_size >= n:
+        raise DataError(f"dataset.validation_size={args.validation_size} must be smaller than the {n} images of "
+                        f"{train.where}")
+    order = np.random.RandomState(args.validation_seed).permutation(n)  # legacy RNG: stable across numpy versions
+    val_rows = np.sort(order[: args.validation_size])[: args.max_eval_samples]
+    train_rows = np.sort(order[args.validation_size:])[: args.max_train_samples]
+    return train_rows, val_rows
 
 
 def _split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:

@@ -1,0 +1,208 @@
+"""Using a saved model: load it with its image processor, classify batches, and see where it looks (attention rollout).
+
+`validate.py` and `predict.py` are thin CLIs over this module. A model is a folder `save_pretrained` wrote (train.py's
+output) or a Hub id; its `preprocessor_config.json` says how pixels become model inputs (the size, and the training
+data's mean/std), and nothing here recomputes those. Two ways in, one normalisation:
+
+- `normalize` takes uint8 images already at the model's size (what `data.py` decodes for training and validation)
+  and applies the processor's rescale and mean/std exactly as the Trainer's evaluation does (`x / 255`, then
+  `(x - mean) / std`): `validate.py` reproduces training's reported accuracy and loss.
+- `open_image` + the processor itself take any image file, as `pipeline("image-classification")` does (EXIF
+  orientation, RGB, the processor's resize): `predict.py` gives the pipeline's labels and scores.
+"""
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from .checkpoints import load_complete_model
+from .data import IMAGE_EXTENSIONS
+from .errors import ConfigError, DataError
+from .report import atomic_path
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(source: str, device: torch.device | None = None):
+    """(model in eval mode on `device`, its image processor) from a saved folder or a Hub id.
+
+    `trust_remote_code=True` lets a folder of another custom model load; a `vit_scratch` folder uses this package's
+    classes (its `__init__`, run before this module, registers them), never the folder's copied code files.
+    Weights that do not cover the model, a folder that is not a saved model, or a missing/unreadable
+    `preprocessor_config.json` raise ConfigError naming `source`.
+    """
+    path = Path(source).expanduser()
+    if path.exists() or _looks_like_path(source):
+        if not path.is_dir():
+            raise ConfigError(f"model {source!r}: no such folder")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model {source!r}: not a saved model (no config.json; train.py's output_dir holds one)")
+    model = load_complete_model(source, AutoModelForImageClassification, trust_remote_code=True)
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+    except Exception as error:  # OSError (no file), ValueError (bad JSON), ...
+        raise ConfigError(f"model {source!r}: cannot load its image processor (preprocessor_config.json): "
+                          f"{type(error).__name__}: {str(error).strip().splitlines()[0]}") from None
+    height, width = _size(processor, "height"), _size(processor, "width")
+    side = model.config.image_size
+    if (height, width) != (None, None) and (height, width) != (side, side):
+        raise ConfigError(f"model {source!r}: preprocessor_config.json resizes to {height}x{width}, but the model's "
+                          f"image_size is {side}")
+    return model.eval().to(device or default_device()), processor
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are NAME or OWNER/NAME; anything else path-like is a local path (that may not exist)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _size(processor, key: str) -> int | None:
+    size = getattr(processor, "size", None) or {}
+    return getattr(size, key, None) if not isinstance(size, dict) else size.get(key)
+
+
+def normalize(images: torch.Tensor, processor) -> torch.Tensor:
+    """uint8 (B, C, S, S) at the model's size -> float32 model inputs, by the processor's rescale and mean/std.
+
+    The rescale divides by 1 / rescale_factor (255.0 exactly for 1/255) as the Trainer's evaluation does
+    (`BatchAugment.normalize`), so the inputs, and so the logits, are bit for bit those of training's evaluation.
+    """
+    x = images.float()
+    if processor.do_rescale:
+        x = x / (1 / processor.rescale_factor)
+    if processor.do_normalize:
+        mean = torch.as_tensor(processor.image_mean, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
+        std = torch.as_tensor(processor.image_std, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
+        x = (x - mean) / std
+    return x
+
+
+def forward(model, pixel_values: torch.Tensor,
+            output_attentions: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """One batch through the model (eval mode, inference mode, on the model's device) -> float32 CPU logits (B, K)
+    and, with `output_attentions`, the per-layer attention weights (B, heads, T, T) on CPU."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        outputs = model(pixel_values=pixel_values.to(device), output_attentions=output_attentions)
+    attentions = tuple(a.float().cpu() for a in outputs.attentions) if output_attentions else None
+    return outputs.logits.float().cpu(), attentions
+
+
+def batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), batch_size):
+        yield items[start: start + batch_size]
+
+
+def scores(logits: torch.Tensor, config) -> torch.Tensor:
+    """What `pipeline("image-classification")` reports for logits: softmax for single-label models, sigmoid for
+    multi-label (or one-label) ones, the raw values for regression."""
+    if config.problem_type == "regression":
+        return logits
+    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+        return logits.sigmoid()
+    return logits.softmax(dim=-1)
+
+
+# ---------------------------------------------------------------- image files
+
+
+def find_images(inputs: Sequence[str]) -> list[Path]:
+    """Files as given, folders searched recursively for IMAGE_EXTENSIONS (sorted), duplicates dropped.
+
+    Raises DataError for a path that does not exist or a folder without images; a file given by name is taken
+    whatever its extension (`check_images` then says whether it is an image).
+    """
+    found = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if not images:
+                raise DataError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder or below")
+            found += images
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{name}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def open_image(path: Path, num_channels: int = 3) -> PIL.Image.Image:
+    """A file as `pipeline` opens it (transformers' `load_image`): decoded, EXIF orientation applied, RGB (L for
+    one-channel models). Raises DataError naming the file when it is not a readable image."""
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()  # decodes now: a truncated file fails here, not halfway through the predictions
+            return PIL.ImageOps.exif_transpose(image).convert("L" if num_channels == 1 else "RGB")
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+
+
+def check_images(paths: Sequence[Path]) -> None:
+    """Open every image once before anything is computed or written, so that one bad file stops the run clean."""
+    for path in paths:
+        open_image(path)
+
+
+# ---------------------------------------------------------------- attention rollout
+
+
+def attention_rollout(attentions: Sequence[torch.Tensor], pooling: str = "cls") -> torch.Tensor:
+    """How much each patch flows into the pooled token (Abnar & Zuidema 2020, "Quantifying Attention Flow").
+
+    attentions: per layer (B, heads, T, T) with token 0 the CLS token and tokens 1.. the patches. Per layer: the
+    heads' mean, plus the identity (the residual connection), rows renormalised; the layers multiplied, last on the
+    left (row i of the result: how token i of the output draws on the input tokens). Returns (B, T - 1), the patch
+    columns of the row that reaches the head: the CLS row for `pooling="cls"`; for `pooling="mean"`, whose head
+    averages the patch tokens and never reads the CLS token, the mean of the patch tokens' rows.
+    """
+    rollout = None
+    for layer in attentions:
+        a = layer.float().mean(dim=1)  # (B, T, T)
+        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    rows = rollout[:, 0] if pooling == "cls" else rollout[:, 1:].mean(dim=1)  # (B, T)
+    return rows[:, 1:]
+
+
+def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: Path) -> None:
+    """`image` with the patch weights (grid side x side, one per patch) as a heat map on top, written as PNG.
+
+    The map is min-max scaled (brightest = the patch that matters most), upsampled bilinearly to the image (small
+    images are first enlarged to at least 256 pixels, nearest, so that 32 x 32 ones can be seen), blended at 50%.
+    """
+    from matplotlib import colormaps
+
+    side = int(round(weights.numel() ** 0.5))
+    grid = weights.reshape(side, side).float()
+    grid = (grid - grid.min()) / (grid.max() - grid.min()).clamp_min(1e-12)
+    image = image.convert("RGB")
+    scale = max(1, 256 // max(image.size))
+    image = image.resize((image.width * scale, image.height * scale), PIL.Image.Resampling.NEAREST)
+    heat = PIL.Image.fromarray(grid.numpy().astype(np.float32), mode="F").resize(image.size,
+                                                                                 PIL.Image.Resampling.BILINEAR)
+    colours = colormaps["jet"](np.clip(np.asarray(heat), 0, 1))[..., :3]  # (H, W, 3) in [0, 1]
+    overlay = PIL.Image.blend(image, PIL.Image.fromarray((colours * 255).round().astype(np.uint8)), alpha=0.5)
+    with atomic_path(path) as tmp:
+        overlay.save(tmp, format="PNG")
+
+
+def overlay_names(paths: Sequence[Path]) -> list[str]:
+    """One PNG name per image: its file name with `.png` for the extension; a repeated name gets `-2`, `-3`, ..."""
+    names = []
+    for path in paths:
+        name, n = f"{path.stem}.png", 1
+        while name in names:
+            n += 1
+            name = f"{path.stem}-{n}.png"
+        names.append(name)
+    return names

@@ -1,0 +1,180 @@
+"""Evaluate a saved model on one split of a dataset: accuracy, top-5 accuracy, loss, per-class accuracy, confusion.
+
+    python validate.py MODEL [--split test] [--dataset.KEY VALUE ...] [--output-dir DIR] [--batch-size N]
+
+MODEL is a folder train.py wrote (or any `save_pretrained` folder) or a Hub id. The data keys are train.py's
+`dataset.*` keys, checked the same way; when MODEL holds train.py's `experiment.json`, its `dataset` section is the
+starting point (the same source, hold-out and sample limits as the run), and `--dataset.KEY VALUE` changes it.
+
+--split: `test` (the split dataset.test_split names; what training reports as test_*), `validation` (the rows
+training held out of dataset.train_split: dataset.validation_size / validation_seed / max_eval_samples; what it
+reports as eval_*), `train` (the training rows that remain), or any other split name of the source.
+
+Images are decoded exactly as for training and normalised by MODEL's preprocessor_config.json, so the numbers
+equal training's on the same split. Writes eval_results.json and confusion_matrix.png into --output-dir (default:
+MODEL/validate-DATASET-SPLIT for a folder, ./validate-MODEL-DATASET-SPLIT for a Hub id).
+"""
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+from train import light_import, split_overrides
+
+logger = logging.getLogger("vit_scratch")
+
+RESULTS_FILE, CONFUSION_FILE = "eval_results.json", "confusion_matrix.png"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", metavar="MODEL", help="a saved model folder (train.py's output) or a Hub id")
+    parser.add_argument("--split", default="test", help="test (default), validation, train, or a split's name")
+    parser.add_argument("--output-dir", metavar="DIR", help="where eval_results.json and confusion_matrix.png go")
+    parser.add_argument("--batch-size", metavar="N", type=positive_int, default=256,
+                        help="images per forward pass (256)")
+    own, overrides = split_overrides(parser, argv)
+    return parser.parse_args(own), overrides
+
+
+def dataset_arguments(config_module, errors, model: str, overrides: list[tuple[str, str]]):
+    """The run's `dataset` section (MODEL/experiment.json, if there) with the overrides on top, validated as train.py
+    validates it (same `error:` messages)."""
+    for key, _ in overrides:
+        if not key.startswith("dataset."):
+            raise errors.ConfigError(f"--{key}: validate.py takes only --dataset.KEY VALUE overrides")
+    saved = Path(model).expanduser() / config_module.EXPERIMENT_FILE
+    config = {}
+    if saved.is_file():
+        try:
+            config = {"dataset": json.loads(saved.read_text())["dataset"]}
+        except (ValueError, KeyError, TypeError) as err:
+            raise errors.ConfigError(f"{saved}: not a train.py experiment file ({err})") from None
+        logger.info("dataset keys from %s (then the command line's)", saved)
+    config = config_module.check_keys(config_module.apply_overrides(config, overrides))
+    return config_module.DataArguments(**config["dataset"])
+
+
+def default_output_dir(model: str, dataset: str, split: str) -> Path:
+    """MODEL/validate-DATASET-SPLIT beside a local model (a new subfolder: no model file is touched), else
+    ./validate-MODEL-DATASET-SPLIT."""
+    def short(name: str) -> str:
+        return re.sub(r"[^\w.-]+", "_", Path(name.rstrip("/")).name) or "data"
+
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return folder / f"validate-{short(dataset)}-{short(split)}"
+    return Path(f"validate-{short(model)}-{short(dataset)}-{short(split)}")
+
+
+def check_output_dir(output_dir: Path, model: str, errors) -> None:
+    """Never write over a model's own files (its confusion_matrix.png, say): no model folder as the output."""
+    if output_dir.resolve() == Path(model).expanduser().resolve() or (output_dir / "config.json").exists():
+        raise errors.ConfigError(f"--output-dir {output_dir}: a model folder; its files would be overwritten (pick "
+                                 "another folder)")
+
+
+def class_names(dataset_names: list[str] | None, labels, id2label: dict, where: str, errors) -> list[str]:
+    """The model's class names, after checking that the dataset's classes are the model's (same names, same order)
+    or, for plain integer labels, that every label is one of the model's classes."""
+    names = [id2label[i] for i in range(len(id2label))]
+    if dataset_names is None:
+        top = int(labels.max())
+        if top >= len(names):
+            raise errors.DataError(f"{where}: label {top}, but the model has {len(names)} classes")
+    elif len(dataset_names) != len(names):
+        raise errors.DataError(f"{where} has {len(dataset_names)} classes ({', '.join(dataset_names)}), the model "
+                               f"{len(names)} ({', '.join(names)}): not the classes it was trained on")
+    else:
+        for i, (ours, theirs) in enumerate(zip(dataset_names, names, strict=True)):
+            if ours != theirs:
+                raise errors.DataError(f"{where}: class {i} is {ours!r} in the dataset but {theirs!r} in the model's "
+                                       f"id2label: not the classes it was trained on (or in another order)")
+    return names
+
+
+def source_split(data_args, split: str) -> str:
+    """The dataset's own split that `split` reads rows of."""
+    return {"train": data_args.train_split, "validation": data_args.train_split,
+            "test": data_args.test_split}.get(split, split)
+
+
+def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> dict:
+    """Load, predict every image of the split in batches, compute the metrics; write the results and the matrix."""
+    import torch
+    from transformers import EvalPrediction
+
+    from modeling_vit_scratch.training import inference
+    from modeling_vit_scratch.training.data import load_split
+    from modeling_vit_scratch.training.metrics import build_compute_metrics
+    from modeling_vit_scratch.training.report import atomic_path, confusion_matrix, plot_confusion_matrix, write_json
+
+    model, processor = inference.load_model(args.model)
+    config = model.config
+    split, dataset_names = load_split(data_args, args.split, config.image_size, config.num_channels)
+    where = f"dataset {data_args.name!r}, split {args.split!r}"
+    names = class_names(dataset_names, split.labels, config.id2label, where, errors)
+
+    device = next(model.parameters()).device
+    logits = torch.cat([inference.forward(model, inference.normalize(images.to(device), processor))[0]
+                        for images in inference.batches(split.images, args.batch_size)])
+    labels = split.labels
+    metrics = build_compute_metrics(top_k=5)(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+    matrix = confusion_matrix(logits.argmax(-1).numpy(), labels.numpy(), len(names))
+    per_class = {name: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+                 for i, name in enumerate(names)}
+    results = {**metrics, "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+               "num_images": len(labels), "per_class_accuracy": per_class,
+               "images_per_class": dict(zip(names, matrix.sum(1).tolist(), strict=True)),
+               "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted, in id2label's order
+               "model": args.model, "dataset": data_args.name, "split": args.split,
+               "source_split": source_split(data_args, args.split)}
+    with atomic_path(output_dir / CONFUSION_FILE) as tmp:
+        plot_confusion_matrix(matrix, names, tmp)
+    write_json(output_dir / RESULTS_FILE, results)
+    return results
+
+
+def print_summary(results: dict, output_dir: Path) -> None:
+    top = next(k for k in results if k.startswith("top_") and k.endswith("_accuracy"))  # top_5_accuracy (k <= K)
+    print(f"{results['model']} on {results['dataset']} [{results['split']}], {results['num_images']} images: "
+          f"accuracy {results['accuracy']:.4f}, top-{top.split('_')[1]} {results[top]:.4f}, "
+          f"loss {results['loss']:.4f}")
+    per_class = results["per_class_accuracy"]
+    if len(per_class) <= 20:
+        width = max(map(len, per_class))
+        for name, accuracy in per_class.items():
+            shown = f"{'-':>8}" if accuracy is None else f"{accuracy:8.4f}"
+            print(f"  {name:<{width}} {shown}  ({results['images_per_class'][name]} images)")
+    print(f"-> {output_dir / RESULTS_FILE}, {output_dir / CONFUSION_FILE}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    config_module, errors = light_import()
+    try:
+        data_args = dataset_arguments(config_module, errors, args.model, overrides)
+        output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, data_args.name,
+                                                                                        args.split)
+        check_output_dir(output_dir, args.model, errors)
+        results = evaluate(args, data_args, output_dir, errors)  # the heavy imports, after every argument passed
+    except (errors.ConfigError, errors.DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_summary(results, output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
