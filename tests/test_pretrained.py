@@ -130,3 +130,18 @@ def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path
     assert read_json(out / "preprocessor_config.json")["image_mean"] == [0.5, 0.5, 0.5]
     assert read_json(out / "experiment.json")["model"]["pretrained"] == str(vit_224)
     assert read_json(out / "all_results.json")["test_images"] == 64
+    card = (out / "README.md").read_text()
+    assert f"fine-tuned from `{vit_224}`" in card and "base_model" not in card  # a local path is no Hub metadata
+
+
+def test_card_names_a_hub_base_model(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from modeling_vit_scratch.training.report import write_model_card
+
+    write_model_card(tmp_path / "README.md", model_name="m", results={"test_accuracy": 0.5}, config={},
+                     dataset_name="uoft-cs/cifar10", class_names=["a", "b"], repo_id=None, curves_png="c.png",
+                     base_model="google/vit-base-patch16-224")
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.base_model == "google/vit-base-patch16-224"
+    assert "fine-tuned from `google/vit-base-patch16-224`" in card.text

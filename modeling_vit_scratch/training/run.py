@@ -6,7 +6,9 @@ and auto_map, the model's code, the image processor), `experiment.json` (the con
 """
 
 import copy
+import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -21,8 +23,11 @@ from .config import Experiment
 from .data import ImageData, load_image_data
 from .errors import ConfigError
 from .metrics import build_compute_metrics
+from .pretrained import load_pretrained
 from .report import (
     confusion_matrix,
+    device_name,
+    effective_config,
     plot_augmentation_preview,
     plot_confusion_matrix,
     plot_training_curves,
@@ -58,6 +63,38 @@ def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImage
     )
 
 
+def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratchTrainer,
+                    checkpoint: Path | None) -> str:
+    """What is about to run, in one block: data, model, devices, precision, steps, output."""
+    args, model = trainer.args, trainer.model
+    config = model.config
+
+    def split(images) -> str:
+        return f"{len(images):,}" if images is not None else "no"
+
+    per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    steps_per_epoch = len(data.train) // (args.per_device_train_batch_size * args.world_size) \
+        // args.gradient_accumulation_steps
+    total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    device = device_name(args.device)
+    precision = "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else "fp32"
+    start = f"from {experiment.pretrained}" if experiment.pretrained else "from scratch"
+    compiled = f", torch.compile ({args.torch_compile_mode or 'default'})" if args.torch_compile else ""
+    rows = {
+        "data": f"{experiment.dataset.name}: {split(data.train)} train / {split(data.validation)} validation / "
+                f"{split(data.test)} test images, {len(data.class_names)} classes, {config.image_size}x"
+                f"{config.image_size} px",
+        "model": f"ViTScratch, {model.num_parameters():,} parameters, {start}",
+        "devices": f"{args.world_size} process{'es' if args.world_size > 1 else ''} on {device}"
+                   + (f" ({args.distributed_state.distributed_type.value})" if args.world_size > 1 else ""),
+        "precision": f"{precision}{compiled}",
+        "steps": f"{steps_per_epoch:,} per epoch (global batch {per_step:,}), {total:,} in all"
+                 + (f", resuming from {checkpoint.name}" if checkpoint else ""),
+        "output": str(args.output_dir),
+    }
+    return "run:\n" + "\n".join(f"  {name:<10} {text}" for name, text in rows.items())
+
+
 def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: tuple = ()) -> dict:
     """Train, evaluate on validation and test, save and report; `callbacks` are extra TrainerCallbacks."""
     args = experiment.training
@@ -66,17 +103,26 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
         raise ConfigError("dataset.validation_size=0 leaves nothing to evaluate on: set training.eval_strategy='no' "
                           "and training.load_best_model_at_end=false, or hold out a validation split")
 
+    # The weights to start from, before the data: a bad source fails first, and it decides the architecture.
+    pretrained = None
+    if experiment.pretrained is not None:
+        pretrained = load_pretrained(experiment.pretrained, experiment.model, experiment.raw["model"])
+    model_config = pretrained.config if pretrained else experiment.model
+
     set_seed(args.seed)
-    data = load_image_data(experiment.dataset, experiment.model.image_size, experiment.model.num_channels,
+    data = load_image_data(experiment.dataset, model_config.image_size, model_config.num_channels,
                            experiment.num_labels)  # checks the labels against model.num_labels when it is given
+    if pretrained and pretrained.mean is not None:  # the normalisation its weights learned with
+        data = dataclasses.replace(data, mean=pretrained.mean, std=pretrained.std)
     per_step = args.per_device_train_batch_size * args.world_size
     if len(data.train) < per_step:
         raise ConfigError(f"training.per_device_train_batch_size={args.per_device_train_batch_size} x "
                           f"{args.world_size} process(es) = {per_step} images per step, but the training split holds "
                           f"{len(data.train)}: training drops an incomplete last batch, so it would never step")
-    config = with_labels(experiment.model, data.class_names)
+    config = with_labels(model_config, data.class_names)
     set_seed(args.seed)  # right before the weights are drawn, so a resumed run rebuilds the same model
-    model = ViTScratchForImageClassification(config)
+    model = pretrained.build(config) if pretrained else ViTScratchForImageClassification(config)
+    pretrained = None  # the checkpoint's own copy of the weights is no longer needed
     if checkpoint is not None and (problem := checkpoint_mismatch(model, checkpoint)):
         raise ConfigError(f"--resume: {checkpoint} holds another model's weights ({problem})")
 
@@ -96,6 +142,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     # a slower rank of a multi-process launch finds rank 0's experiment.json and refuses to start.
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
+        logger.info("%s", startup_summary(experiment, data, trainer, checkpoint))
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
         plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
@@ -106,13 +153,17 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     results = {f"train_{k.removeprefix('train_')}": v for k, v in train_result.metrics.items()}
     results["train_wall_seconds"] = time.perf_counter() - start
     if data.validation is not None:
+        best = "best checkpoint, " if args.load_best_model_at_end else ""
+        trainer.progress_label = f"validation ({best}{len(data.validation):,} images)"
         results.update(trainer.evaluate(metric_key_prefix="eval"))
     test = None
     if data.test is not None:
+        trainer.progress_label = f"test ({len(data.test):,} images)"
         test = trainer.predict(DeviceImageDataset(data.test), metric_key_prefix="test")
         results.update(test.metrics)
     results.update(world_size=args.world_size, num_parameters=model.num_parameters(), seed=args.seed,
-                   train_images=len(data.train.labels))
+                   train_images=len(data.train), eval_images=len(data.validation or ()),
+                   test_images=len(data.test or ()))
 
     trainer.save_model()  # the final model: best on validation when load_best_model_at_end
     trainer.save_state()
@@ -125,22 +176,32 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
 
 def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Experiment, data: ImageData,
                  results: dict, test) -> None:
+    """all_results.json (every key), the curves, the test confusion matrix and the model card (rank 0 only).
+
+    The card's Hub id is the repo pushed to: `trainer.hub_model_id` resolves a bare `hub_model_id` (or, without
+    one, the output folder's name) to `user/name`; without a push it is the configured id, if any.
+    """
     write_json(output_dir / "all_results.json", results)
     plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
     if test is not None:
         predictions = test.predictions[0] if isinstance(test.predictions, tuple) else test.predictions
         matrix = confusion_matrix(predictions.argmax(-1), test.label_ids, len(data.class_names))
         plot_confusion_matrix(matrix, data.class_names, output_dir / "confusion_matrix.png")
+    repo_id = trainer.hub_model_id or trainer.args.hub_model_id
     write_model_card(
         output_dir / "README.md",
-        model_name=trainer.args.hub_model_id or output_dir.name,
+        model_name=repo_id or output_dir.name,
         results=results,
-        config=experiment.raw,
+        config=effective_config(experiment, trainer.model.config),
         dataset_name=experiment.dataset.name,
+        test_split=experiment.dataset.test_split,
         class_names=data.class_names,
-        repo_id=trainer.args.hub_model_id,
+        repo_id=repo_id,
+        hardware=device_name(trainer.args.device),
         curves_png="training_curves.png",
-        confusion_png="confusion_matrix.png",
+        confusion_png="confusion_matrix.png" if test is not None else None,
         preview_png=PREVIEW_FILE,
+        config_file=EXPERIMENT_FILE,
+        base_model=experiment.pretrained,
     )
 
