@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/cifar10.json
 ARGS   ?=
 
-.PHONY: install test train bench lint clean
+.PHONY: install test train bench bench-accuracy lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/model_step.py
 	$(BIN)/python bench/augment.py
 	$(BIN)/python bench/overhead.py
+
+# Test accuracy under a wall-clock budget (10 minutes unless ARGS says otherwise), e.g. CONFIG=configs/cifar10_cpu.json
+bench-accuracy: $(STAMP)
+	$(BIN)/python bench/time_to_accuracy.py --config $(CONFIG) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -237,6 +237,26 @@ def test_two_process_launch_trains_data_parallel_and_writes_once(accelerate_2pro
     assert not list(out.rglob("*.tmp"))
     assert read_json(out / "experiment.json")["training"]["per_device_train_batch_size"] == GLOBAL_BATCH // 2
     assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("vit_scratch: run:") == 1  # the summary comes from the main process only
+    assert "2 processes on CPU" in proc.stderr
+    assert f"steps      {STEPS} per epoch (global batch {GLOBAL_BATCH})" in proc.stderr
+
+
+def test_start_up_summary_and_labelled_progress_bars(python_run):
+    """One block before training says what runs; the final evaluation and test bars say what they evaluate."""
+    stderr = (python_run.parent / "stderr.txt").read_text()
+    block = stderr[stderr.index("vit_scratch: run:"):].splitlines()[1:7]
+    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in block}
+    assert list(rows) == ["data", "model", "devices", "precision", "steps", "output"]
+    assert rows["data"].endswith(f"{TRAIN_IMAGES} train / {EVAL_IMAGES} validation / {EVAL_IMAGES} test images, "
+                                 "10 classes, 32x32 px")
+    parameters = read_json(python_run / "all_results.json")["num_parameters"]
+    assert rows["model"] == f"ViTScratch, {parameters:,} parameters, from scratch"
+    assert rows["devices"] == "1 process on CPU" and rows["precision"] == "fp32"
+    assert rows["steps"] == f"{STEPS} per epoch (global batch {GLOBAL_BATCH}), {STEPS} in all"
+    assert rows["output"] == str(python_run)
+    assert f"validation (best checkpoint, {EVAL_IMAGES} images): 100%" in stderr
+    assert f"test ({EVAL_IMAGES} images): 100%" in stderr and "train: 100%" in stderr
 
 
 def test_two_processes_first_step_loss_equals_one_process_with_the_same_global_batch(accelerate_2proc_run,

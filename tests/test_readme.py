@@ -1,0 +1,63 @@
+"""The README against the code: its config tables, the keys, files and commands it names must exist, so that the
+documentation cannot drift silently from what the code accepts."""
+
+import re
+
+import pytest
+
+from modeling_vit_scratch.training.config import FORBIDDEN_KEYS, SECTIONS, TRAINING_DEFAULTS, section_docs
+
+from .conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def table_keys(heading: str) -> set[str]:
+    """The keys in the first column of the table under a `### heading` (cells like "`a` / `b`" or "`a`, `b`")."""
+    section = README.split(f"### {heading}", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {key for row in rows for key in re.findall(r"`(\w+)`", row.split("|")[1])}
+
+
+@pytest.mark.parametrize("heading, section", [("`dataset`", "dataset"), ("`dataset.augmentation`", "augmentation"),
+                                              ("`model`", "model")])
+def test_config_tables_list_exactly_the_keys(heading, section):
+    docs = section_docs()
+    keys = docs["dataset"]["augmentation"] if section == "augmentation" else docs[section]
+    expected = {name for name in keys if name != "augmentation"}  # dataset.augmentation has its own table
+    assert table_keys(heading) == expected
+
+
+def test_training_defaults_and_refused_keys_are_all_documented():
+    training = README.split("### `training`", 1)[1].split("\n### ", 1)[0]
+    for key in TRAINING_DEFAULTS:
+        assert f"`{key}=" in training, key
+    for key in FORBIDDEN_KEYS:
+        assert f"`{key.split('.', 1)[1]}`" in training, key
+
+
+def test_every_key_named_in_the_readme_exists():
+    """`--SECTION.KEY` overrides, `SECTION.KEY` mentions and `--set SECTION.KEY=...` all name real keys."""
+    docs = section_docs()
+    named = set(re.findall(r"(?<![\w/.])((?:dataset|model|training)\.[a-z_]+(?:\.[a-z_]+)?)", README))
+    named -= {"model.safetensors", "training.learnig_rate"}  # the weights file; the typo shown failing
+    assert len(named) > 20
+    for dotted in sorted(named):
+        section, *path = dotted.split(".")
+        node = docs[section]
+        for part in path:
+            assert isinstance(node, dict) and part in node, f"README names {dotted}, which is not a config key"
+            node = node[part]
+    assert set(SECTIONS) == {"dataset", "model", "training"}
+
+
+def test_every_file_and_command_named_in_the_readme_exists():
+    paths = set(re.findall(r"(?<![\w/.-])((?:configs|bench|tests|modeling_vit_scratch)/[\w/.-]+\.(?:py|json|yaml))",
+                           README))
+    paths |= set(re.findall(r"python ([\w/]+\.py)", README))
+    assert len(paths) > 10
+    for path in sorted(paths):
+        assert (REPO / path).is_file(), f"README names {path}, which does not exist"
+    makefile = (REPO / "Makefile").read_text()
+    for target in set(re.findall(r"`make ([\w-]+)", README)):
+        assert re.search(rf"^{target}:", makefile, re.M), f"README names `make {target}`, which is not a target"
