@@ -40,7 +40,7 @@ class Budget(TrainerCallback):
     """Stops training at the budget and records (seconds, step, validation accuracy) after every evaluation."""
 
     def __init__(self, seconds: float):
-        self.seconds, self.start, self.curve = seconds, None, []
+        self.seconds, self.start, self.curve, self.train_seconds = seconds, None, [], None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -54,8 +54,14 @@ class Budget(TrainerCallback):
             control.should_evaluate = True  # the final point of the curve
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        # Only evaluations during training, once per step: the run's re-evaluation of the final model afterwards
+        # (and the budget stop's evaluation at an epoch's last step) would repeat the last point.
         if metrics and "eval_accuracy" in metrics and self.start is not None:
-            self.curve.append((self.elapsed(), state.global_step, metrics["eval_accuracy"]))
+            if not self.curve or self.curve[-1][1] != state.global_step:
+                self.curve.append((self.elapsed(), state.global_step, metrics["eval_accuracy"]))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.train_seconds, self.start = self.elapsed(), None
 
 
 def run_once(config: dict, seed: int, budget_s: float) -> dict:
@@ -66,7 +72,7 @@ def run_once(config: dict, seed: int, budget_s: float) -> dict:
     wall = time.perf_counter() - wall
     crossed = {t: next(((s, step) for s, step, acc in budget.curve if acc >= t), None) for t in THRESHOLDS}
     return {"seed": seed, "curve": budget.curve, "crossed": crossed, "test_accuracy": results["test_accuracy"],
-            "train_seconds": budget.curve[-1][0] if budget.curve else None, "wall_seconds": wall,
+            "train_seconds": budget.train_seconds, "wall_seconds": wall,
             "images_per_second": results.get("train_samples_per_second")}
 
 
