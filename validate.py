@@ -44,6 +44,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     parser.add_argument("--batch-size", metavar="N", type=positive_int, default=256,
                         help="images per forward pass (256)")
     own, overrides = split_overrides(parser, argv)
+    if {"-h", "--help"} & set(own):  # the dataset keys, with their types, defaults and meaning
+        parser.epilog = light_import()[0].describe_keys(sections=("dataset",))
     return parser.parse_args(own), overrides
 
 

@@ -136,6 +136,8 @@ assert not heavy, heavy
 """
     proc = check_ok(run("-c", code))
     assert "--dataset.KEY" in proc.stdout and "--attention-maps" in proc.stdout
+    assert "dataset.max_test_samples  (int | None, default None)" in proc.stdout  # validate lists its keys
+    assert "training." not in proc.stdout.split("config keys", 1)[1]  # and only those
 
 
 def test_cli_argument_errors_exit_2_before_anything_loads(tiny_model, tmp_path):

@@ -367,8 +367,8 @@ def section_docs() -> dict:
             "model": model, "training": training}
 
 
-def describe_keys() -> str:
-    """`train.py --help`'s list of every config key: its type, default and meaning, generated from the sources."""
+def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
+    """The `--help` list of every config key of `sections`: its type, default and meaning, read from the sources."""
     lines = ["config keys (in the config file's sections, or on the command line as --SECTION.KEY VALUE):"]
 
     def add(prefix: str, docs: dict):
@@ -378,12 +378,13 @@ def describe_keys() -> str:
             elif f"{prefix}{name}" not in FORBIDDEN_KEYS:
                 lines.append(f"  {prefix}{name}  ({doc.type_text}, default {doc.default})")
                 lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
-    for section, title in (("dataset", "DataArguments, training/config.py"),
-                           ("model", "ViTScratchConfig, configuration_vit_scratch.py"),
-                           ("training", "transformers.TrainingArguments; this project's defaults shown")):
-        lines += ["", f"{section} ({title}):"]
+    titles = {"dataset": "DataArguments, training/config.py", "model": "ViTScratchConfig, configuration_vit_scratch.py",
+              "training": "transformers.TrainingArguments; this project's defaults shown"}
+    for section in sections:
+        lines += ["", f"{section} ({titles[section]}):"]
         add(f"{section}.", section_docs()[section])
-    lines += ["", "refused keys:"] + [f"  {key}: {reason}" for key, reason in FORBIDDEN_KEYS.items()]
+    refused = [f"  {key}: {reason}" for key, reason in FORBIDDEN_KEYS.items() if key.split(".")[0] in sections]
+    lines += ["", "refused keys:", *refused] if refused else []
     return "\n".join(lines)
 
 
