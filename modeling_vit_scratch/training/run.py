@@ -110,8 +110,11 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     model_config = pretrained.config if pretrained else experiment.model
 
     set_seed(args.seed)
-    data = load_image_data(experiment.dataset, model_config.image_size, model_config.num_channels,
-                           experiment.num_labels)  # checks the labels against model.num_labels when it is given
+    # Several processes: the main one decodes into the datasets cache first, then the others read it (one per
+    # machine with save_on_each_node, which says the machines share no filesystem).
+    with args.main_process_first(local=args.save_on_each_node, desc="decoding the dataset"):
+        data = load_image_data(experiment.dataset, model_config.image_size, model_config.num_channels,
+                               experiment.num_labels)  # checks the labels against model.num_labels when given
     if pretrained and pretrained.mean is not None:  # the normalisation its weights learned with
         data = dataclasses.replace(data, mean=pretrained.mean, std=pretrained.std)
     per_step = args.per_device_train_batch_size * args.world_size

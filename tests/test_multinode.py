@@ -1,0 +1,159 @@
+"""Several machines, as a multi-node GPU cluster launches them, on localhost: two `accelerate launch --num_machines 2
+--machine_rank 0|1 --main_process_ip 127.0.0.1` launchers, one process each, started at the same time from
+configs/accelerate/multi_node.yaml (the file users copy) with its values overridden on the command line.
+
+That file's `distributed_type: MULTI_GPU` is what makes this work without a GPU too: it selects torchrun's launcher
+(static rendezvous on the main machine's port, gloo on CPU; train.py sets training.use_cpu). `--cpu` or a
+`distributed_type: MULTI_CPU` config select accelerate's simple launcher instead, whose single process per machine
+never joins the others without mpirun: each trains alone (world_size 1) into the same output_dir.
+
+Both "machines" share one output_dir, as on most clusters; only the global main process writes it
+(save_on_each_node is False), so rank 1, which is its machine's local rank 0, must write nothing there but its
+checkpoints' rng_state_1.pth. Each launcher gets its own working directory, which must stay empty.
+"""
+
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import REPO, subprocess_env
+from .test_train_e2e import (
+    ACCELERATE,
+    GLOBAL_BATCH,
+    STEPS,
+    TIMEOUT,
+    assert_png,
+    free_port,
+    log_history,
+    read_json,
+    tiny_run_args,
+)
+
+MULTI_NODE = str(REPO / "configs" / "accelerate" / "multi_node.yaml")
+MACHINES = 2  # one process each
+
+
+def launch_machine(rank: int, port: int, root: Path, run_args: list[str]) -> subprocess.Popen:
+    """What each machine of a cluster runs, with its own --machine_rank (the yaml's other values overridden), in
+    its own working directory root/machineR; its output goes to root/machineR.log."""
+    cmd = [ACCELERATE, "launch", "--config_file", MULTI_NODE, "--num_machines", str(MACHINES),
+           "--num_processes", str(MACHINES), "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+           "--main_process_port", str(port), str(REPO / "train.py"), *run_args]
+    (root / f"machine{rank}").mkdir()
+    with (root / f"machine{rank}.log").open("w") as log:  # a file, not a pipe: nothing blocks while waiting
+        return subprocess.Popen(cmd, cwd=root / f"machine{rank}", env=subprocess_env(), stdout=log,
+                                stderr=subprocess.STDOUT, text=True)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """The launcher, torchrun's agent and its worker (which torchrun starts in a session of its own), by pid."""
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+
+
+def run_machines(root: Path, run_args: list[str]) -> None:
+    """Start both machines' launchers at once and wait for both; the first failure (or the timeout) kills the
+    other, which would otherwise wait in the rendezvous or a collective (gloo's timeout is 30 minutes)."""
+    port, procs = free_port(), []
+    try:
+        for rank in range(MACHINES):
+            procs.append(launch_machine(rank, port, root, run_args))
+        deadline = time.monotonic() + TIMEOUT
+        while None in (codes := [p.poll() for p in procs]):  # every one polled, every time
+            if any(code not in (None, 0) for code in codes) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_tree(p)
+    codes = [p.returncode for p in procs]
+    if codes != [0] * MACHINES:
+        tails = "".join(f"\n--- machine {rank} (exit {code})\n{(root / f'machine{rank}.log').read_text()[-6000:]}"
+                        for rank, code in enumerate(codes))
+        pytest.fail(f"exit codes {codes} (negative: killed; timeout {TIMEOUT} s){tails}")
+
+
+@pytest.fixture(scope="module")
+def multi_node_run(tmp_path_factory, cifar10_path) -> tuple[Path, Path]:
+    """Two machines x 1 process x 8 images = global batch 16 -> (the shared output_dir, the launchers' folder)."""
+    root = tmp_path_factory.mktemp("multi_node")
+    output_dir = root / "shared" / "out"
+    run_machines(root, tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH // MACHINES))
+    return output_dir, root
+
+
+def test_two_machines_train_one_data_parallel_run(multi_node_run):
+    out, root = multi_node_run
+    results = read_json(out / "all_results.json")
+    assert results["world_size"] == MACHINES
+    # One run over both machines: 64 images / (2 x 8) = 4 steps per epoch, each step logged once.
+    history = log_history(out)
+    losses = [e for e in history if "loss" in e]
+    assert [e["step"] for e in losses] == list(range(1, STEPS + 1))
+    assert losses[0]["epoch"] == pytest.approx(1 / STEPS)
+    state = read_json(out / "trainer_state.json")
+    assert state["global_step"] == STEPS and state["train_batch_size"] == GLOBAL_BATCH // MACHINES  # per process
+    assert read_json(out / "experiment.json")["training"]["per_device_train_batch_size"] == GLOBAL_BATCH // MACHINES
+    for rank in range(MACHINES):
+        assert "Traceback" not in (root / f"machine{rank}.log").read_text(), rank
+
+
+def test_the_shared_output_folder_is_written_once(multi_node_run):
+    out, root = multi_node_run
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert [f for f in files if f.endswith("model.safetensors")] == [f"checkpoint-{STEPS}/model.safetensors",
+                                                                     "model.safetensors"]
+    assert [f for f in files if f.endswith("all_results.json")] == ["all_results.json"]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{STEPS}"]
+    # Each process saves its own RNG state into the checkpoint (the one file rank 1 writes): resuming needs both.
+    assert [f for f in files if "rng_state" in f] == [f"checkpoint-{STEPS}/rng_state_{r}.pth" for r in range(MACHINES)]
+    # No temp files (atomic writes: `.NAME.*.tmp`) or other leftovers of two writers.
+    assert not [f for f in files if f.endswith(".tmp") or Path(f).name.startswith(".")], files
+    # Complete, readable files: the JSON parses, the weights load, the plots are PNGs.
+    for f in files:
+        if f.endswith(".json"):
+            read_json(out / f)
+    final, checkpoint = load_file(out / "model.safetensors"), load_file(out / f"checkpoint-{STEPS}/model.safetensors")
+    assert final.keys() == checkpoint.keys()
+    for name in final:  # the only checkpoint is the best one (load_best_model_at_end)
+        assert torch.equal(final[name], checkpoint[name]), name
+    for png in ("training_curves.png", "confusion_matrix.png", "augmentation_preview.png"):
+        assert_png(out / png)
+    for rank in range(MACHINES):
+        assert not any((root / f"machine{rank}").iterdir()), f"machine {rank} wrote into its working directory"
+
+
+def test_the_second_machine_writes_only_its_rng_state(tmp_path, cifar10_path, multi_node_run):
+    """What each machine writes, made visible: a relative output_dir resolves on each machine's own disk (its
+    working directory). Machine 1's process is its machine's local process 0, and must still not write the model,
+    results, card or plots (a write guarded by `is_local_main_process` instead of `is_world_process_zero` would).
+    Not a supported set-up, only a probe: with load_best_model_at_end every process reloads the best checkpoint from
+    its own view of output_dir, which machine 1's disk lacks (it would evaluate and test other weights than machine
+    0: the Trainer only warns), so it is off here."""
+    run_machines(tmp_path, tiny_run_args(cifar10_path, "out", per_device_batch=GLOBAL_BATCH // MACHINES)
+                 + ["--training.load_best_model_at_end", "false"])
+    written = [sorted(p.relative_to(tmp_path / f"machine{rank}").as_posix()
+                      for p in (tmp_path / f"machine{rank}").rglob("*") if p.is_file()) for rank in range(MACHINES)]
+    assert written[1] == [f"out/checkpoint-{STEPS}/rng_state_1.pth"]
+    assert {"out/model.safetensors", "out/all_results.json", f"out/checkpoint-{STEPS}/rng_state_0.pth",
+            f"out/checkpoint-{STEPS}/model.safetensors"} <= set(written[0])
+    # The same training as the shared run's (whose only checkpoint is also its best): the same final weights.
+    probe, shared = load_file(tmp_path / "machine0" / "out" / "model.safetensors"), load_file(
+        multi_node_run[0] / "model.safetensors")
+    assert probe.keys() == shared.keys()
+    for name in shared:
+        assert torch.equal(probe[name], shared[name]), name
