@@ -27,6 +27,7 @@ from train import light_import, split_overrides
 logger = logging.getLogger("vit_scratch")
 
 RESULTS_FILE, CONFUSION_FILE = "eval_results.json", "confusion_matrix.png"
+PRECISIONS = ("fp32", "bf16", "fp16")  # inference.PRECISIONS, named here for argparse before torch is imported
 
 
 def positive_int(text: str) -> int:
@@ -43,28 +44,46 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     parser.add_argument("--output-dir", metavar="DIR", help="where eval_results.json and confusion_matrix.png go")
     parser.add_argument("--batch-size", metavar="N", type=positive_int, default=256,
                         help="images per forward pass (256)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16/fp16 autocast (default: the run's, "
+                        "from MODEL/experiment.json's training.bf16/fp16, as its reported numbers were computed; "
+                        "else fp32)")
     own, overrides = split_overrides(parser, argv)
     if {"-h", "--help"} & set(own):  # the dataset keys, with their types, defaults and meaning
         parser.epilog = light_import()[0].describe_keys(sections=("dataset",))
     return parser.parse_args(own), overrides
 
 
-def dataset_arguments(config_module, errors, model: str, overrides: list[tuple[str, str]]):
-    """The run's `dataset` section (MODEL/experiment.json, if there) with the overrides on top, validated as train.py
-    validates it (same `error:` messages)."""
+def saved_experiment(config_module, errors, model: str) -> dict:
+    """MODEL/experiment.json (the sections train.py ran with), or {} when MODEL holds none (a Hub id, another model)."""
+    saved = Path(model).expanduser() / config_module.EXPERIMENT_FILE
+    if not saved.is_file():
+        return {}
+    try:
+        experiment = json.loads(saved.read_text())
+        if not isinstance(experiment.get("dataset", {}), dict) or not isinstance(experiment.get("training", {}), dict):
+            raise TypeError("its sections must be objects")
+    except (ValueError, TypeError, AttributeError) as err:
+        raise errors.ConfigError(f"{saved}: not a train.py experiment file ({err})") from None
+    logger.info("dataset keys and precision from %s (then the command line's)", saved)
+    return experiment
+
+
+def dataset_arguments(config_module, errors, experiment: dict, overrides: list[tuple[str, str]]):
+    """The run's `dataset` section with the overrides on top, validated as train.py validates it (same `error:`
+    messages)."""
     for key, _ in overrides:
         if not key.startswith("dataset."):
             raise errors.ConfigError(f"--{key}: validate.py takes only --dataset.KEY VALUE overrides")
-    saved = Path(model).expanduser() / config_module.EXPERIMENT_FILE
-    config = {}
-    if saved.is_file():
-        try:
-            config = {"dataset": json.loads(saved.read_text())["dataset"]}
-        except (ValueError, KeyError, TypeError) as err:
-            raise errors.ConfigError(f"{saved}: not a train.py experiment file ({err})") from None
-        logger.info("dataset keys from %s (then the command line's)", saved)
+    config = {"dataset": experiment["dataset"]} if "dataset" in experiment else {}
     config = config_module.check_keys(config_module.apply_overrides(config, overrides))
     return config_module.DataArguments(**config["dataset"])
+
+
+def run_precision(experiment: dict) -> str:
+    """The precision the run evaluated in: bf16/fp16 autocast when it trained so (the Trainer evaluates under the
+    same autocast), else fp32. Its reported numbers are reproduced only in the same precision."""
+    training = experiment.get("training", {})
+    return "bf16" if training.get("bf16") else "fp16" if training.get("fp16") else "fp32"
 
 
 def default_output_dir(model: str, dataset: str, split: str) -> Path:
@@ -128,7 +147,8 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> d
     names = class_names(dataset_names, split.labels, config.id2label, where, errors)
 
     device = next(model.parameters()).device
-    logits = torch.cat([inference.forward(model, inference.normalize(images.to(device), processor))[0]
+    logits = torch.cat([inference.forward(model, inference.normalize(images.to(device), processor),
+                                          precision=args.precision)[0]
                         for images in inference.batches(split.images, args.batch_size)])
     labels = split.labels
     metrics = build_compute_metrics(top_k=5)(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
@@ -139,7 +159,7 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> d
                "num_images": len(labels), "per_class_accuracy": per_class,
                "images_per_class": dict(zip(names, matrix.sum(1).tolist(), strict=True)),
                "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted, in id2label's order
-               "model": args.model, "dataset": data_args.name, "split": args.split,
+               "model": args.model, "dataset": data_args.name, "split": args.split, "precision": args.precision,
                "source_split": source_split(data_args, args.split)}
     with atomic_path(output_dir / CONFUSION_FILE) as tmp:
         plot_confusion_matrix(matrix, names, tmp)
@@ -149,8 +169,8 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> d
 
 def print_summary(results: dict, output_dir: Path) -> None:
     top = next(k for k in results if k.startswith("top_") and k.endswith("_accuracy"))  # top_5_accuracy (k <= K)
-    print(f"{results['model']} on {results['dataset']} [{results['split']}], {results['num_images']} images: "
-          f"accuracy {results['accuracy']:.4f}, top-{top.split('_')[1]} {results[top]:.4f}, "
+    print(f"{results['model']} on {results['dataset']} [{results['split']}], {results['num_images']} images, "
+          f"{results['precision']}: accuracy {results['accuracy']:.4f}, top-{top.split('_')[1]} {results[top]:.4f}, "
           f"loss {results['loss']:.4f}")
     per_class = results["per_class_accuracy"]
     if len(per_class) <= 20:
@@ -166,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     config_module, errors = light_import()
     try:
-        data_args = dataset_arguments(config_module, errors, args.model, overrides)
+        experiment = saved_experiment(config_module, errors, args.model)
+        data_args = dataset_arguments(config_module, errors, experiment, overrides)
+        args.precision = args.precision or run_precision(experiment)
         output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, data_args.name,
                                                                                         args.split)
         check_output_dir(output_dir, args.model, errors)

@@ -85,12 +85,17 @@ def normalize(images: torch.Tensor, processor) -> torch.Tensor:
     return x
 
 
-def forward(model, pixel_values: torch.Tensor,
-            output_attentions: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype (None: off)
+
+
+def forward(model, pixel_values: torch.Tensor, output_attentions: bool = False,
+            precision: str = "fp32") -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
     """One batch through the model (eval mode, inference mode, on the model's device) -> float32 CPU logits (B, K)
-    and, with `output_attentions`, the per-layer attention weights (B, heads, T, T) on CPU."""
+    and, with `output_attentions`, the per-layer attention weights (B, heads, T, T) on CPU. `precision` "bf16" or
+    "fp16" runs under autocast, as the Trainer evaluates a run with `training.bf16` / `fp16`."""
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    dtype = PRECISIONS[precision]
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         outputs = model(pixel_values=pixel_values.to(device), output_attentions=output_attentions)
     attentions = tuple(a.float().cpu() for a in outputs.attentions) if output_attentions else None
     return outputs.logits.float().cpu(), attentions
