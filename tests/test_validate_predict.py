@@ -329,11 +329,17 @@ def test_predict_cli_prints_a_table_and_writes_attention_overlays(tiny_model, im
     assert [line.split()[0] for line in lines] == [str(image_folder / "sub" / "a.png"),
                                                    str(image_folder / "sub" / "b.jpg"), str(image_folder / "a.png")]
     assert all(len(line.split()) == 5 for line in lines)  # path, then 2 x (label, score)
-    # Named after the images (the second a.png gets -2); small images enlarged to >= 256 pixels on their long side.
+    # Named after the images (the second a.png gets -2); small images enlarged to >= 256 pixels on their long side,
+    # shown as they are and, 8 pixels to the right, under the heat map.
     assert sorted(p.name for p in maps.iterdir()) == ["a-2.png", "a.png", "b.png"]
-    assert_png(maps / "a.png", size=(252, 140))  # sub/a.png: 36 x 20, x7
-    assert_png(maps / "b.png", size=(256, 256))
-    assert_png(maps / "a-2.png", size=(200, 240))  # a.png: 40 x 48, x5
+    assert_png(maps / "a.png", size=(2 * 252 + 8, 140))  # sub/a.png: 36 x 20, x7
+    assert_png(maps / "b.png", size=(2 * 256 + 8, 256))
+    assert_png(maps / "a-2.png", size=(2 * 200 + 8, 240))  # a.png: 40 x 48, x5
+    with Image.open(maps / "a-2.png") as pair:
+        left = np.asarray(pair.convert("RGB"))[:, :200]
+    with Image.open(image_folder / "a.png") as original:
+        enlarged = np.asarray(original.convert("RGB").resize((200, 240), Image.Resampling.NEAREST))
+    assert (left == enlarged).all()  # the left half is the image itself
 
 
 @pytest.mark.parametrize("case", ["missing", "not_an_image", "truncated_in_folder", "bad_suffix"])

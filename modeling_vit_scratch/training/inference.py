@@ -180,7 +180,8 @@ def attention_rollout(attentions: Sequence[torch.Tensor], pooling: str = "cls") 
 
 
 def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: Path) -> None:
-    """`image` with the patch weights (grid side x side, one per patch) as a heat map on top, written as PNG.
+    """The image and, beside it, the image under the patch weights (grid side x side, one per patch) as a heat map,
+    written as one PNG: the heat map alone hides what it points at.
 
     The map is min-max scaled (brightest = the patch that matters most), upsampled bilinearly to the image (small
     images are first enlarged to at least 256 pixels, nearest, so that 32 x 32 ones can be seen), blended at 50%.
@@ -197,8 +198,12 @@ def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: 
                                                                                  PIL.Image.Resampling.BILINEAR)
     colours = colormaps["jet"](np.clip(np.asarray(heat), 0, 1))[..., :3]  # (H, W, 3) in [0, 1]
     overlay = PIL.Image.blend(image, PIL.Image.fromarray((colours * 255).round().astype(np.uint8)), alpha=0.5)
+    gap = 8
+    pair = PIL.Image.new("RGB", (2 * image.width + gap, image.height), "white")
+    pair.paste(image, (0, 0))
+    pair.paste(overlay, (image.width + gap, 0))
     with atomic_path(path) as tmp:
-        overlay.save(tmp, format="PNG")
+        pair.save(tmp, format="PNG")
 
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
