@@ -55,6 +55,18 @@ def tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH) -> li
             "--training.output_dir", str(output_dir), *TINY_MODEL, *DETERMINISTIC]
 
 
+def train_in_process(argv: list[str]) -> int:
+    """`train.main(argv)` in this process, on one thread (as the subprocess runs are: the same numbers)."""
+    import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(cmd: list[str], cwd=REPO, **env) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=TIMEOUT)
 
@@ -346,8 +358,6 @@ REMOTE_LOAD = textwrap.dedent("""
 
 def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_path, cifar10_path, monkeypatch,
                                                                             capfd):
-    import train
-
     hub = hub_standin.install(monkeypatch, tmp_path / "hub")
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     out = tmp_path / "out"
@@ -355,12 +365,7 @@ def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_pa
         "--training.push_to_hub", "true", "--training.hub_model_id", "user/test-vit",
         "--training.save_strategy", "steps", "--training.save_steps", "2",
         "--training.eval_strategy", "steps", "--training.eval_steps", "2"]  # load_best_model_at_end: must match
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert train.main(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert train_in_process(args) == 0
     captured = capfd.readouterr()
 
     assert [c["repo_id"] for c in hub.created] == ["user/test-vit"]

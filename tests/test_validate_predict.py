@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from .conftest import REPO, subprocess_env
+from .test_train_e2e import train_in_process
 
 PYTHON = sys.executable
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -67,20 +68,13 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory, cifar10_path):
     """train.py (in-process) for 4 steps on 64 CIFAR-10 images, 32 held out for validation, 48 test images."""
-    import train
-
     out = tmp_path_factory.mktemp("trained") / "out"
     argv = ["--config", str(REPO / "configs" / "cifar10.json"), "--dataset.name", str(cifar10_path),
             "--dataset.validation_size", "32", "--dataset.max_train_samples", "64", "--dataset.max_test_samples",
             "48", "--training.max_steps", "4", "--training.per_device_train_batch_size", "16",
             "--training.output_dir", str(out), "--model.hidden_size", "32", "--model.num_hidden_layers", "1",
             "--model.num_attention_heads", "2", "--model.intermediate_size", "64"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert train.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert train_in_process(argv) == 0
     return out
 
 
