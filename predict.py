@@ -1,7 +1,7 @@
 """Classify image files and folders with a saved model; optionally show where it looked (attention rollout).
 
     python predict.py MODEL IMAGE_OR_FOLDER... [--top-k 5] [--output preds.csv|preds.json] [--batch-size N]
-                      [--attention-maps DIR]
+                      [--attention-maps DIR] [--trust-remote-code]
 
 MODEL is a folder train.py wrote (or any `save_pretrained` folder) or a Hub id. Folders are searched recursively
 for image files (sorted); each image is prepared by MODEL's image processor, as `pipeline("image-classification")`
@@ -10,17 +10,20 @@ prepares it, and gets the pipeline's scores (softmax probabilities for a single-
 --output FILE.csv: path, label_1, score_1, ..., label_k, score_k per image; FILE.json: a list of
 {"path", "predictions": [{"label", "score"}, ...]}; neither: a table on stdout. --attention-maps DIR: per image,
 DIR/NAME.png, the image under a heat map of its attention rollout (the patches that reach the classifier).
-Every input is opened before anything is computed: one unreadable file stops the run and nothing is written.
+Every input is opened and every output path checked before anything is computed, and the attention maps are moved
+into DIR only when all are drawn: a bad input or output stops the run and nothing is written.
 """
 
 import argparse
 import csv
 import logging
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from train import light_import
-from validate import positive_int
+from validate import add_trust_remote_code, check_writable, positive_int
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -34,36 +37,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", metavar="FILE", type=Path, help="write the predictions to FILE.csv or FILE.json")
     parser.add_argument("--batch-size", metavar="N", type=positive_int, default=64, help="images per forward pass (64)")
     parser.add_argument("--attention-maps", type=Path, metavar="DIR", help="write attention-rollout overlays here")
+    add_trust_remote_code(parser)
     args = parser.parse_args(argv)
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--output {args.output}: the file name must end in .csv or .json")
     return args
 
 
-def predict(args: argparse.Namespace) -> list[dict]:
-    """[{"path", "predictions": [{"label", "score"}, ...]}] for every image; overlays written as it goes."""
+def predict(args: argparse.Namespace, maps: Path | None) -> list[dict]:
+    """[{"path", "predictions": [{"label", "score"}, ...]}] for every image; the overlays go into `maps`."""
     from modeling_vit_scratch.training import inference
 
     paths = inference.find_images(args.inputs)
     inference.check_images(paths)
-    model, processor = inference.load_model(args.model)
+    model, processor = inference.load_model(args.model, trust_remote_code=args.trust_remote_code)
     config = model.config
     top_k = min(args.top_k, config.num_labels)
-    names = inference.overlay_names(paths) if args.attention_maps else None
+    names = iter(inference.overlay_names(paths))
     results = []
-    for start in range(0, len(paths), args.batch_size):
-        batch = paths[start: start + args.batch_size]
+    for batch in inference.batches(paths, args.batch_size):
         images = [inference.open_image(path, config.num_channels) for path in batch]
         pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-        logits, attentions = inference.forward(model, pixel_values, output_attentions=bool(args.attention_maps))
+        logits, attentions = inference.forward(model, pixel_values, output_attentions=maps is not None)
         top = inference.scores(logits, config).topk(top_k, dim=-1)
         for path, values, ids in zip(batch, top.values.tolist(), top.indices.tolist(), strict=True):
             results.append({"path": str(path), "predictions": [{"label": config.id2label[i], "score": v}
                                                                for v, i in zip(values, ids, strict=True)]})
         if attentions is not None:
             weights = inference.attention_rollout(attentions, getattr(config, "pooling", "cls"))
-            for k, image in enumerate(images):
-                inference.save_attention_overlay(image, weights[k], args.attention_maps / names[start + k])
+            for image, weight in zip(images, weights, strict=True):
+                inference.save_attention_overlay(image, weight, maps / next(names))
     return results
 
 
@@ -92,13 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _, errors = light_import()
+    staging = None
     try:
-        results = predict(args)  # the heavy imports, after the arguments parsed
-    except (errors.ConfigError, errors.DataError) as err:
+        if args.output is not None:
+            check_writable(args.output, errors, "--output", folder=False)
+        if args.attention_maps is not None:
+            check_writable(args.attention_maps, errors, "--attention-maps", folder=True)
+            # Drawn into a hidden folder beside the nearest existing ancestor (the same filesystem: moves are renames).
+            existing = next(p for p in args.attention_maps.absolute().parents if p.exists())
+            staging = Path(tempfile.mkdtemp(dir=existing, prefix=f".{args.attention_maps.name}."))
+        results = predict(args, staging)  # the heavy imports, after the arguments are checked
+        if args.output is not None:
+            write_output(results, args.output)
+        if staging is not None:
+            args.attention_maps.mkdir(parents=True, exist_ok=True)
+            for overlay in sorted(staging.iterdir()):
+                overlay.replace(args.attention_maps / overlay.name)
+    except (errors.ConfigError, errors.DataError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     if args.output is not None:
-        write_output(results, args.output)
         print(f"{len(results)} images -> {args.output}", file=sys.stderr)
     else:
         print_table(results)

@@ -1,6 +1,7 @@
 """Evaluate a saved model on one split of a dataset: accuracy, top-5 accuracy, loss, per-class accuracy, confusion.
 
     python validate.py MODEL [--split test] [--dataset.KEY VALUE ...] [--output-dir DIR] [--batch-size N]
+                       [--precision fp32|bf16|fp16] [--trust-remote-code]
 
 MODEL is a folder train.py wrote (or any `save_pretrained` folder) or a Hub id. The data keys are train.py's
 `dataset.*` keys, checked the same way; when MODEL holds train.py's `experiment.json`, its `dataset` section is the
@@ -10,14 +11,16 @@ starting point (the same source, hold-out and sample limits as the run), and `--
 training held out of dataset.train_split: dataset.validation_size / validation_seed / max_eval_samples; what it
 reports as eval_*), `train` (the training rows that remain), or any other split name of the source.
 
-Images are decoded exactly as for training and normalised by MODEL's preprocessor_config.json, so the numbers
-equal training's on the same split. Writes eval_results.json and confusion_matrix.png into --output-dir (default:
-MODEL/validate-DATASET-SPLIT for a folder, ./validate-MODEL-DATASET-SPLIT for a Hub id).
+Images are decoded exactly as for training, normalised by MODEL's preprocessor_config.json and run in the run's
+precision, so the numbers equal training's on the same split. Writes eval_results.json and confusion_matrix.png
+into --output-dir (default: ./validate-MODEL-DATASET-SPLIT in the current folder, never inside MODEL, which a
+later push would upload).
 """
 
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -28,6 +31,22 @@ logger = logging.getLogger("vit_scratch")
 
 RESULTS_FILE, CONFUSION_FILE = "eval_results.json", "confusion_matrix.png"
 PRECISIONS = ("fp32", "bf16", "fp16")  # inference.PRECISIONS, named here for argparse before torch is imported
+
+
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true", help="let a Hub model of another custom type run "
+                        "its own code (a vit_scratch model never needs it: this package's classes load it)")
+
+
+def check_writable(path: Path, errors, what: str, folder: bool) -> None:
+    """Refuse, before any work, an output path that would fail only when written: a folder where a file goes, a file
+    where a folder goes, or a place that cannot be created."""
+    if path.exists() and path.is_dir() != folder:
+        raise errors.ConfigError(f"{what} {path}: {'a file' if folder else 'a folder'}; expected "
+                                 f"{'a folder' if folder else 'a file name'}")
+    parent = next((p for p in (path if folder else path.parent, *path.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise errors.ConfigError(f"{what} {path}: {parent} is not a writable folder")
 
 
 def positive_int(text: str) -> int:
@@ -44,6 +63,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     parser.add_argument("--output-dir", metavar="DIR", help="where eval_results.json and confusion_matrix.png go")
     parser.add_argument("--batch-size", metavar="N", type=positive_int, default=256,
                         help="images per forward pass (256)")
+    add_trust_remote_code(parser)
     parser.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16/fp16 autocast (default: the run's, "
                         "from MODEL/experiment.json's training.bf16/fp16, as its reported numbers were computed; "
                         "else fp32)")
@@ -87,22 +107,20 @@ def run_precision(experiment: dict) -> str:
 
 
 def default_output_dir(model: str, dataset: str, split: str) -> Path:
-    """MODEL/validate-DATASET-SPLIT beside a local model (a new subfolder: no model file is touched), else
-    ./validate-MODEL-DATASET-SPLIT."""
+    """./validate-MODEL-DATASET-SPLIT: in the current folder, never inside the model's (a push would upload it)."""
     def short(name: str) -> str:
         return re.sub(r"[^\w.-]+", "_", Path(name.rstrip("/")).name) or "data"
 
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        return folder / f"validate-{short(dataset)}-{short(split)}"
     return Path(f"validate-{short(model)}-{short(dataset)}-{short(split)}")
 
 
 def check_output_dir(output_dir: Path, model: str, errors) -> None:
-    """Never write over a model's own files (its confusion_matrix.png, say): no model folder as the output."""
+    """Never write over a model's own files (its confusion_matrix.png, say): no model folder as the output; and a
+    folder that can be written."""
     if output_dir.resolve() == Path(model).expanduser().resolve() or (output_dir / "config.json").exists():
         raise errors.ConfigError(f"--output-dir {output_dir}: a model folder; its files would be overwritten (pick "
                                  "another folder)")
+    check_writable(output_dir, errors, "--output-dir", folder=True)
 
 
 def class_names(dataset_names: list[str] | None, labels, id2label: dict, where: str, errors) -> list[str]:
@@ -140,7 +158,7 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> d
     from modeling_vit_scratch.training.metrics import build_compute_metrics
     from modeling_vit_scratch.training.report import atomic_path, confusion_matrix, plot_confusion_matrix, write_json
 
-    model, processor = inference.load_model(args.model)
+    model, processor = inference.load_model(args.model, trust_remote_code=args.trust_remote_code)
     config = model.config
     split, dataset_names = load_split(data_args, args.split, config.image_size, config.num_channels)
     where = f"dataset {data_args.name!r}, split {args.split!r}"
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         args.split)
         check_output_dir(output_dir, args.model, errors)
         results = evaluate(args, data_args, output_dir, errors)  # the heavy imports, after every argument passed
-    except (errors.ConfigError, errors.DataError) as err:
+    except (errors.ConfigError, errors.DataError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_summary(results, output_dir)

@@ -31,8 +31,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, *args], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+def run(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    """`python ARGS` as a user runs it; a script name resolves against the repo, whatever `cwd` is."""
+    args = [str(REPO / a) if a.endswith(".py") and (REPO / a).is_file() else a for a in args]
+    return subprocess.run([PYTHON, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
 
 
@@ -198,15 +200,15 @@ def test_validate_evaluates_in_the_precision_the_run_evaluated_in(trained_model,
     assert bf16["loss"] == pytest.approx(fp32["loss"], abs=0.05) and bf16["loss"] != fp32["loss"]
 
 
-def test_validate_cli_equals_an_independent_forward_pass(tiny_model, cifar10_path):
+def test_validate_cli_equals_an_independent_forward_pass(tiny_model, cifar10_path, tmp_path):
     """The CLI as users run it, on 50 test images in batches of 16 (a partial last batch), against images decoded
     here from the parquet file (PIL, no data.py) and normalised by preprocessor_config.json; the default output
-    folder is a new subfolder of the model's."""
+    folder is made in the current folder."""
     from modeling_vit_scratch import ViTScratchForImageClassification
 
     proc = check_ok(run("validate.py", str(tiny_model), "--dataset.name", str(cifar10_path),
-                        "--dataset.max_test_samples", "50", "--batch-size", "16"))
-    out = tiny_model / "validate-cifar10-test"
+                        "--dataset.max_test_samples", "50", "--batch-size", "16", cwd=tmp_path))
+    out = tmp_path / f"validate-{tiny_model.name}-cifar10-test"  # in the current folder, never in the model's
     results = read_json(out / "eval_results.json")
     assert_png(out / "confusion_matrix.png")
     assert no_temp_files(tiny_model)
@@ -262,13 +264,15 @@ def test_validate_refuses_a_model_of_other_classes(tmp_path, cifar10_path, capsy
     (["--model.hidden_size", "64"], "--model.hidden_size: validate.py takes only --dataset.KEY VALUE overrides"),
     (["--split", "valid"], "split 'valid': "),
     (["--output-dir", "{model}"], "a model folder; its files would be overwritten"),
+    (["--output-dir", "{file}"], "a file; expected a folder"),  # found before the evaluation, not after it
 ])
 def test_validate_errors_name_the_problem_and_write_nothing(tiny_model, tmp_path, cifar10_path, capsys, args,
                                                             message):
     import validate
 
     before = sorted(p.name for p in tiny_model.iterdir())
-    args = [a.replace("{model}", str(tiny_model)) for a in args]
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("{model}", str(tiny_model)).replace("{file}", str(tmp_path / "file")) for a in args]
     output = [] if "--output-dir" in args else ["--output-dir", str(tmp_path / "out")]
     assert validate.main([str(tiny_model), "--dataset.name", str(cifar10_path), *output, *args]) == 2
     assert message in error_line(capsys.readouterr().err)
@@ -336,8 +340,9 @@ def test_predict_cli_prints_a_table_and_writes_attention_overlays(tiny_model, im
     assert (left == enlarged).all()  # the left half is the image itself
 
 
-@pytest.mark.parametrize("case", ["missing", "not_an_image", "truncated_in_folder", "bad_suffix"])
-def test_predict_errors_write_nothing(tiny_model, image_folder, tmp_path, capsys, case):
+@pytest.mark.parametrize("case", ["missing", "not_an_image", "truncated_in_folder", "bad_suffix", "output_is_a_folder",
+                                  "maps_is_a_file", "fails_after_the_maps"])
+def test_predict_errors_write_nothing(tiny_model, image_folder, tmp_path, capsys, monkeypatch, case):
     import predict
 
     inputs, message = [str(image_folder)], None
@@ -352,7 +357,17 @@ def test_predict_errors_write_nothing(tiny_model, image_folder, tmp_path, capsys
         (folder / "bad.png").write_bytes((image_folder / "a.png").read_bytes()[:100])
         inputs, message = [str(folder)], "bad.png: not a readable image"
     output = tmp_path / ("preds.txt" if case == "bad_suffix" else "preds.csv")
-    argv = [str(tiny_model), *inputs, "--output", str(output), "--attention-maps", str(tmp_path / "maps")]
+    maps = tmp_path / "maps"
+    if case == "output_is_a_folder":
+        output.mkdir()
+        message = f"--output {output}: a folder; expected a file name"
+    elif case == "maps_is_a_file":
+        maps.write_text("not a folder")
+        message = f"--attention-maps {maps}: a file; expected a folder"
+    elif case == "fails_after_the_maps":  # every overlay drawn, then the CSV cannot be written
+        monkeypatch.setattr(predict, "write_output", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+        message = "disk full"
+    argv = [str(tiny_model), *inputs, "--output", str(output), "--attention-maps", str(maps)]
     if case == "bad_suffix":
         with pytest.raises(SystemExit) as exit:
             predict.main(argv)
@@ -360,7 +375,9 @@ def test_predict_errors_write_nothing(tiny_model, image_folder, tmp_path, capsys
     else:
         assert predict.main(argv) == 2
         assert message in error_line(capsys.readouterr().err)
-    assert not output.exists() and not (tmp_path / "maps").exists()
+    assert output.is_dir() if case == "output_is_a_folder" else not output.exists()
+    assert maps.is_file() if case == "maps_is_a_file" else not maps.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
 # ----------------------------------------------------------------------------------------------- rollout
@@ -416,3 +433,27 @@ def test_rollout_of_a_real_model_is_a_distribution(tiny_model):
     weights = inference.attention_rollout(attentions)
     assert weights.shape == (1, 16) and (weights >= 0).all() and weights.sum() < 1
     assert torch.allclose(logits, inference.forward(model, pixel_values)[0], atol=1e-5)  # eager = SDPA
+
+
+def test_precision_names_agree():
+    import validate
+    from modeling_vit_scratch.training import inference
+
+    assert validate.PRECISIONS == tuple(inference.PRECISIONS)
+
+
+def test_another_models_code_runs_only_when_trusted(tmp_path, capsys):
+    """A folder whose config asks for its own code: refused without --trust-remote-code (as transformers does), with
+    nothing executed; a vit_scratch folder never needs the flag (the tests above load one without it)."""
+    import predict
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "someone_elses", "auto_map": {
+        "AutoConfig": "configuration_x.XConfig", "AutoModelForImageClassification": "modeling_x.XModel"}}))
+    (folder / "configuration_x.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('code ran')\n")
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert predict.main([str(folder), str(image)]) == 2
+    assert "needs its own code to load: pass --trust-remote-code" in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "ran").exists()

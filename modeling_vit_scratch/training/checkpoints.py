@@ -97,6 +97,20 @@ def load_complete_model(source: str | Path, model_class=None, **kwargs) -> torch
     return model
 
 
+def local_source_problem(source: str) -> str | None:
+    """Why `source` (a model folder or Hub id) cannot be a local model folder, or None. A name that exists, or that
+    only a path can be ("./x", "/x", "~/x", "a/b/c"), is a local path: it must be a folder holding config.json.
+    Anything else may be a Hub id (OWNER/NAME) and is left to from_pretrained."""
+    path = Path(source).expanduser()
+    if not (path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1):
+        return None
+    if not path.is_dir():
+        return "no such folder"
+    if not (path / "config.json").is_file():
+        return "not a saved model (no config.json; train.py's output_dir holds one)"
+    return None
+
+
 def check_output_dir(experiment, resume: bool) -> Path | None:
     """Refuse to mix runs: a fresh run needs an empty folder; a resumed one the same model. Returns the checkpoint."""
     output_dir = Path(experiment.training.output_dir)

@@ -11,7 +11,6 @@ data's mean/std), and nothing here recomputes those. Two ways in, one normalisat
   orientation, RGB, the processor's resize): `predict.py` gives the pipeline's labels and scores.
 """
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import PIL.ImageOps
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from .checkpoints import load_complete_model
+from .checkpoints import load_complete_model, local_source_problem
 from .data import IMAGE_EXTENSIONS
 from .errors import ConfigError, DataError
 from .report import atomic_path
@@ -31,23 +30,25 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(source: str, device: torch.device | None = None):
+def load_model(source: str, device: torch.device | None = None, trust_remote_code: bool = False):
     """(model in eval mode on `device`, its image processor) from a saved folder or a Hub id.
 
-    `trust_remote_code=True` lets a folder of another custom model load; a `vit_scratch` folder uses this package's
-    classes (its `__init__`, run before this module, registers them), never the folder's copied code files.
-    Weights that do not cover the model, a folder that is not a saved model, or a missing/unreadable
-    `preprocessor_config.json` raise ConfigError naming `source`.
+    A `vit_scratch` model loads with this package's classes (its `__init__`, run before this module, registers
+    them), never with the code files copied beside the weights; another custom model's code runs only with
+    `trust_remote_code`, as in transformers. Weights that do not cover the model, a folder that is not a saved
+    model, or a missing/unreadable `preprocessor_config.json` raise ConfigError naming `source`.
     """
-    path = Path(source).expanduser()
-    if path.exists() or _looks_like_path(source):
-        if not path.is_dir():
-            raise ConfigError(f"model {source!r}: no such folder")
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model {source!r}: not a saved model (no config.json; train.py's output_dir holds one)")
-    model = load_complete_model(source, AutoModelForImageClassification, trust_remote_code=True)
+    if problem := local_source_problem(source):
+        raise ConfigError(f"model {source!r}: {problem}")
     try:
-        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+        model = load_complete_model(source, AutoModelForImageClassification, trust_remote_code=trust_remote_code)
+    except ConfigError as error:
+        if "custom code" not in str(error):
+            raise
+        raise ConfigError(f"model {source!r} is not a vit_scratch model and needs its own code to load: pass "
+                          "--trust-remote-code (trust_remote_code=True) to run it") from None
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as error:  # OSError (no file), ValueError (bad JSON), ...
         raise ConfigError(f"model {source!r}: cannot load its image processor (preprocessor_config.json): "
                           f"{type(error).__name__}: {str(error).strip().splitlines()[0]}") from None
@@ -57,11 +58,6 @@ def load_model(source: str, device: torch.device | None = None):
         raise ConfigError(f"model {source!r}: preprocessor_config.json resizes to {height}x{width}, but the model's "
                           f"image_size is {side}")
     return model.eval().to(device or default_device()), processor
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are NAME or OWNER/NAME; anything else path-like is a local path (that may not exist)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 def _size(processor, key: str) -> int | None:
