@@ -48,7 +48,7 @@ def vit_scratch_folder(folder, **overrides):
 
 def test_224px_transformers_vit_fine_tuned_at_32px(vit_224):
     given = {"image_size": 32, **TINY}
-    pretrained = load_pretrained(str(vit_224), ViTScratchConfig(**given), given)
+    pretrained = load_pretrained(str(vit_224), given)
     assert (pretrained.config.image_size, pretrained.config.patch_size) == (32, 16)  # the grid becomes 2x2
     assert pretrained.mean == pretrained.std == (0.5, 0.5, 0.5)  # its processor's normalisation, not the data's
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def test_224px_transformers_vit_fine_tuned_at_32px(vit_224):
 
 def test_saved_vit_scratch_with_the_same_classes_keeps_its_head(tmp_path):
     source = vit_scratch_folder(tmp_path / "run", id2label=dict(enumerate(CIFAR10_CLASSES)))
-    pretrained = load_pretrained(str(tmp_path / "run"), ViTScratchConfig(), {})
+    pretrained = load_pretrained(str(tmp_path / "run"), {})
     assert pretrained.mean is None  # no image processor saved: the data's statistics will be used
     model = pretrained.build(with_labels(pretrained.config, CIFAR10_CLASSES)).eval()
     x = torch.randn(3, 3, 32, 32)
@@ -86,7 +86,7 @@ def test_backbone_only_checkpoint_gets_a_new_head(tmp_path):
     torch.manual_seed(0)
     backbone = ViTScratchModel(ViTScratchConfig(**TINY, patch_size=8)).eval()
     backbone.save_pretrained(tmp_path)
-    pretrained = load_pretrained(str(tmp_path), ViTScratchConfig(), {})
+    pretrained = load_pretrained(str(tmp_path), {})
     assert not pretrained.has_head
     model = pretrained.build(with_labels(pretrained.config, ["x", "y"])).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -97,20 +97,23 @@ def test_backbone_only_checkpoint_gets_a_new_head(tmp_path):
     ({"hidden_size": 64}, r"model.hidden_size=64 conflicts with model.pretrained=.*whose hidden_size is 32"),
     ({"patch_size": 4}, r"model.patch_size=4 conflicts with .*whose patch_size is 8"),
     ({"image_size": 36}, r"image_size=36 is invalid: must be a multiple of patch_size=8"),
+    ({"hidden_dropout_prob": 1.5}, r"hidden_dropout_prob=1.5 is invalid"),
 ])
 def test_a_config_that_contradicts_the_checkpoint_is_refused(tmp_path, given, message):
     vit_scratch_folder(tmp_path)
     with pytest.raises(ConfigError, match=message):
-        load_pretrained(str(tmp_path), ViTScratchConfig(**given), given)
+        load_pretrained(str(tmp_path), given)
 
 
 def test_unloadable_sources_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"model.pretrained=.*nope.*: cannot load it"):
-        load_pretrained(str(tmp_path / "nope"), ViTScratchConfig(), {})
+    with pytest.raises(ConfigError, match=r"model.pretrained=.*nope.: no such folder"):
+        load_pretrained(str(tmp_path / "nope"), {})
+    with pytest.raises(ConfigError, match=r"model.pretrained='you/no-such-model': cannot load it"):  # a Hub id, offline
+        load_pretrained("you/no-such-model", {})
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ConfigError, match="is a 'bert' model: it takes a vit_scratch checkpoint"):
-        load_pretrained(str(tmp_path / "bert"), ViTScratchConfig(), {})
+        load_pretrained(str(tmp_path / "bert"), {})
 
 
 def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path):
@@ -145,3 +148,11 @@ def test_card_names_a_hub_base_model(tmp_path):
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.base_model == "google/vit-base-patch16-224"
     assert "fine-tuned from `google/vit-base-patch16-224`" in card.text
+
+
+def test_model_keys_that_match_the_checkpoint_are_not_checked_against_the_defaults():
+    """num_attention_heads 2 with a 256-wide default would not divide; with model.pretrained the checkpoint decides."""
+    from modeling_vit_scratch.training.config import build_experiment
+
+    experiment = build_experiment({"model": {"pretrained": "somewhere", "num_attention_heads": 3}})
+    assert experiment.model is None and experiment.pretrained == "somewhere"

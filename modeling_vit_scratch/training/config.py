@@ -181,7 +181,9 @@ class Experiment:
     """A validated experiment: what `train.py` builds everything from."""
 
     dataset: DataArguments
-    model: "ViTScratchConfig"  # noqa: F821 (imported lazily); id2label comes from the data (run.with_labels)
+    # Imported lazily; id2label comes from the data (run.with_labels). None with model.pretrained: the architecture
+    # is the checkpoint's, known once it is read (pretrained.load_pretrained checks the merged config).
+    model: "ViTScratchConfig | None"  # noqa: F821
     training: "TrainingArguments"  # noqa: F821 (imported lazily: it initialises distributed state)
     raw: dict  # the merged sections as given, for the model card and all_results.json
 
@@ -464,6 +466,8 @@ def _model_config(values: dict):
 
     from ..configuration_vit_scratch import ViTScratchConfig
 
+    if values.get("pretrained") is not None:
+        return None  # the checkpoint's architecture, merged with these keys by pretrained.load_pretrained
     values = {key: value for key, value in values.items() if key != "pretrained"}
     try:  # every model rule (validate_architecture), checked now rather than after loading data
         return ViTScratchConfig(**values)

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoImageProcessor, ViTForImageClassificati
 from ..configuration_vit_scratch import ViTScratchConfig
 from ..convert import convert_from_transformers_vit
 from ..modeling_vit_scratch import ViTScratchForImageClassification
+from .checkpoints import local_source_problem
 from .errors import ConfigError
 
 logger = logging.getLogger("vit_scratch")
@@ -70,8 +71,8 @@ class Pretrained:
         return model
 
 
-def load_pretrained(source: str, model_config: ViTScratchConfig, given: dict) -> Pretrained:
-    """Load `source` and merge it with the run's model section (`model_config` as built, `given` the keys set)."""
+def load_pretrained(source: str, given: dict) -> Pretrained:
+    """Load `source` and merge it with the run's model section (`given`: the keys the config sets, types checked)."""
     checkpoint, has_head = _load(source)
     for key in ARCHITECTURE:
         if key in given and given[key] != getattr(checkpoint.config, key):
@@ -79,7 +80,7 @@ def load_pretrained(source: str, model_config: ViTScratchConfig, given: dict) ->
                               f"{getattr(checkpoint.config, key)!r}: the architecture comes from the checkpoint "
                               f"(remove model.{key})")
     fields = [name for name in ViTScratchConfig.__annotations__ if not name.startswith("_")]
-    values = {name: getattr(model_config if name in given else checkpoint.config, name) for name in fields}
+    values = {name: given[name] if name in given else getattr(checkpoint.config, name) for name in fields}
     try:
         config = ViTScratchConfig(**values, attn_implementation=given.get("attn_implementation"))
     except (ValueError, StrictDataclassError) as error:  # e.g. an image_size not a multiple of the patch_size
@@ -98,6 +99,8 @@ def load_pretrained(source: str, model_config: ViTScratchConfig, given: dict) ->
 
 def _load(source: str) -> tuple[ViTScratchForImageClassification, bool]:
     """The checkpoint as a ViTScratch model, and whether it holds a classifier."""
+    if problem := local_source_problem(source):
+        raise ConfigError(f"model.pretrained={source!r}: {problem}")
     try:
         model_type = AutoConfig.from_pretrained(source).model_type
         if model_type not in ("vit_scratch", "vit"):

@@ -105,8 +105,9 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
 
     # The weights to start from, before the data: a bad source fails first, and it decides the architecture.
     pretrained = None
-    if experiment.pretrained is not None:
-        pretrained = load_pretrained(experiment.pretrained, experiment.model, experiment.raw["model"])
+    if experiment.pretrained is not None:  # from the Hub: the main process downloads, the others read the cache
+        with args.main_process_first(local=args.save_on_each_node, desc="loading model.pretrained"):
+            pretrained = load_pretrained(experiment.pretrained, experiment.raw["model"])
     model_config = pretrained.config if pretrained else experiment.model
 
     set_seed(args.seed)
