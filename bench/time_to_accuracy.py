@@ -97,7 +97,8 @@ def write_readme_table(rows: list[dict]) -> None:
     lines = [TABLE_START, "| config | test accuracy (mean ± std) | seeds | budget | train time | hardware | commit |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| `{row['config']}` | {row['mean'] * 100:.2f}% ± {row['std'] * 100:.2f} | "
+        spread = f" ± {row['std'] * 100:.2f}" if len(row["seeds"]) > 1 else " (one seed)"
+        lines.append(f"| `{row['config']}` | {row['mean'] * 100:.2f}%{spread} | "
                      f"{', '.join(map(str, row['seeds']))} | {row['budget_minutes']:g} min | "
                      f"{row['train_seconds_mean'] / 60:.1f} min | {row['hardware']} | {row['commit']} |")
     lines.append(TABLE_END)

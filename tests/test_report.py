@@ -14,6 +14,7 @@ from modeling_vit_scratch.training import report
 from modeling_vit_scratch.training.augment import BatchAugment
 from modeling_vit_scratch.training.config import TRAINING_DEFAULTS, AugmentArguments, build_experiment
 from modeling_vit_scratch.training.report import (
+    HELD_OUT_SPLIT,
     confusion_matrix,
     device_name,
     effective_config,
@@ -215,12 +216,12 @@ def test_model_card_metadata_parses_back(tmp_path):
     assert data.model_name == "vit-scratch-cifar10"
     results = {(r.dataset_split, r.metric_type): r for r in data.eval_results}
     assert {key: r.metric_value for key, r in results.items()} == {
-        ("test", "accuracy"): 0.90567, ("test", "top_5_accuracy"): 0.99654, ("validation", "accuracy"): 0.91234}
+        ("test", "accuracy"): 0.90567, ("test", "top_5_accuracy"): 0.99654, (HELD_OUT_SPLIT, "accuracy"): 0.91234}
     for r in data.eval_results:
         assert (r.task_type, r.dataset_type, r.dataset_name) == ("image-classification", "uoft-cs/cifar10",
                                                                   "uoft-cs/cifar10")
     (test_entry, validation_entry) = data.to_dict()["model-index"][0]["results"]  # test first: the headline
-    assert test_entry["dataset"]["split"] == "test" and validation_entry["dataset"]["split"] == "validation"
+    assert test_entry["dataset"]["split"] == "test" and validation_entry["dataset"]["split"] == HELD_OUT_SPLIT
 
 
 def test_results_table_in_reading_order(tmp_path):
@@ -274,7 +275,7 @@ def test_model_card_without_test_split(tmp_path):
     assert "datasets" not in loaded.data.to_dict()  # a local path is no Hub dataset id
     ((split, metric, value, dataset),) = [(r.dataset_split, r.metric_type, r.metric_value, r.dataset_name)
                                           for r in loaded.data.eval_results]
-    assert (split, metric, value, dataset) == ("validation", "accuracy", 0.91234, tmp_path.name)
+    assert (split, metric, value, dataset) == (HELD_OUT_SPLIT, "accuracy", 0.91234, tmp_path.name)
     assert [label for label, _ in table(body)][:3] == ["Validation accuracy (5,000 images)",
                                                        "Validation top-5 accuracy (5,000 images)", "Validation loss"]
     assert "Test" not in body and "confusion matrix" not in body and str(tmp_path) not in body

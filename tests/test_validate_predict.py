@@ -430,8 +430,13 @@ def test_rollout_of_a_real_model_is_a_distribution(tiny_model):
     pixel_values = processor(images=[Image.new("RGB", (32, 32), (200, 30, 30))], return_tensors="pt")["pixel_values"]
     logits, attentions = inference.forward(model, pixel_values, output_attentions=True)
     assert len(attentions) == 1 and attentions[0].shape == (1, 2, 17, 17)
+    assert torch.allclose(attentions[0].sum(-1), torch.ones(1, 2, 17), atol=1e-5)  # real attention: rows sum to 1
     weights = inference.attention_rollout(attentions)
-    assert weights.shape == (1, 16) and (weights >= 0).all() and weights.sum() < 1
+    # One layer: the CLS row of (mean over heads + identity), rows renormalised, without its CLS column.
+    a = attentions[0].mean(1) + torch.eye(17)
+    expected = (a / a.sum(-1, keepdim=True))[:, 0, 1:]
+    assert weights.shape == (1, 16) and torch.allclose(weights, expected, atol=1e-6)
+    assert (weights > 0).all() and 0 < weights.sum() < 1  # the rest of the row stays on the CLS token itself
     assert torch.allclose(logits, inference.forward(model, pixel_values)[0], atol=1e-5)  # eager = SDPA
 
 

@@ -165,6 +165,10 @@ TRAINING_DEFAULTS = {
 
 # `training.report_to` backends installed by this project's extras (`pip install -e ".[tensorboard]"`).
 LOGGING_EXTRAS = ("tensorboard", "trackio")
+# How to install the other backends, where it is not `pip install NAME` (transformers' is_*_available checks).
+BACKEND_INSTALL = {"azure_ml": "pip install azureml-core",
+                   "flyte": "pip install flytekit flytekitplugins-deck-standard",
+                   "kubeflow": "run inside a Kubeflow trainer (KUBEFLOW_TRAINER_SERVER_URL set)"}
 
 # `model` keys that PreTrainedConfig takes as arguments rather than as fields of ViTScratchConfig.
 MODEL_EXTRA_KEYS = {
@@ -253,7 +257,13 @@ def _choices(annotation) -> list:
 
 
 def _type_name(annotation) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    """An annotation as its source would write it: `int | None`, `Literal['eager', 'sdpa'] | None`."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if typing.get_origin(annotation) is Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", None) or str(annotation)
 
 
 def _check_value(key: str, value, annotation) -> None:
@@ -378,7 +388,9 @@ def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
             if isinstance(doc, dict):
                 add(f"{prefix}{name}.", doc)
             elif f"{prefix}{name}" not in FORBIDDEN_KEYS:
-                lines.append(f"  {prefix}{name}  ({doc.type_text}, default {doc.default})")
+                default = doc.default if not doc.default.isidentifier() or doc.default in ("None", "True", "False") \
+                    else f"computed by the class ({doc.default})"  # e.g. optim's default_optim
+                lines.append(f"  {prefix}{name}  ({doc.type_text}, default {default})")
                 lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
     titles = {"dataset": "DataArguments, training/config.py", "model": "ViTScratchConfig, configuration_vit_scratch.py",
               "training": "transformers.TrainingArguments; this project's defaults shown"}
@@ -447,7 +459,8 @@ def check_integrations(args) -> None:
             raise ConfigError(f"training.report_to={name!r} is invalid{_closest(name, known)} (allowed: "
                               f"{', '.join(sorted(known))}, all, none)")
         if name not in installed:
-            how = f'pip install -e ".[{name}]"' if name in LOGGING_EXTRAS else f"pip install {name}"
+            how = f'pip install -e ".[{name}]"' if name in LOGGING_EXTRAS else \
+                BACKEND_INSTALL.get(name, f"pip install {name}")
             raise ConfigError(f"training.report_to={name!r}: {name} is not installed; `{how}`, or drop it from "
                               "training.report_to")
     if args.push_to_hub:

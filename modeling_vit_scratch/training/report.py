@@ -34,6 +34,7 @@ ANNOTATED_CLASSES = 20  # up to this many classes, every confusion-matrix cell s
 MAX_FIGURE_INCHES = 14  # the confusion matrix's wider side at any class count (1400 px at 100 dpi)
 MIN_TICK_FONT = 5.0  # points: tick labels that would be smaller are thinned out (every k-th class) instead
 PLACEHOLDER = "path/to/output_dir"  # the usage snippet's model when the card knows no Hub id
+HELD_OUT_SPLIT = "train (held-out validation)"  # the card's split name for dataset.validation_size's hold-out
 
 
 class TrainingLog(NamedTuple):
@@ -234,9 +235,10 @@ def write_model_card(path: PathLike, *, model_name: str, results: dict, config: 
     dataset = f"[`{hub_dataset}`](https://huggingface.co/datasets/{hub_dataset})" if hub_dataset else \
         f"a local dataset (`{Path(dataset_name).name}`)"
     rows = "\n".join(f"| {label} | {value} |" for label, value in _results_rows(results, hardware))
+    best = config.get("training", {}).get("load_best_model_at_end")
+    final = "the best checkpoint (`load_best_model_at_end`)" if best else "the model at the last step"
     figures = [f"![training curves]({curves_png})\n\nTraining loss and validation accuracy against the optimizer "
-               "step; the star is the final model (the best checkpoint, with `load_best_model_at_end`) evaluated "
-               "again after training."]
+               f"step; the star is the final model, {final}, evaluated again after training."]
     if confusion_png:
         figures.append(f"![confusion matrix]({confusion_png})\n\nOn the test split; each row is a true class, "
                        "divided by its number of images (the diagonal is each class's recall).")
@@ -289,12 +291,9 @@ def _hub_id(name: str) -> str | None:
 
 
 def _eval_results(results: dict, dataset: str, on_hub: bool, test_split: str) -> list[EvalResult]:
-    """The model-index: test accuracy and top-5 on the test split, validation accuracy on the held-out split.
-
-    If the test split is itself called "validation", the held-out result is left out: the Hub would merge the two
-    into one entry of three accuracies.
-    """
-    held_out = None if test_split == "validation" else "validation"
+    """The model-index: test accuracy and top-5 on the test split, validation accuracy on the images held out of
+    the training split, named HELD_OUT_SPLIT so that it is never mistaken for a dataset's own "validation" split."""
+    held_out = HELD_OUT_SPLIT
     wanted = [("test_accuracy", "accuracy", "Test accuracy", test_split),
               ("test_top_5_accuracy", "top_5_accuracy", "Test top-5 accuracy", test_split),
               ("eval_accuracy", "accuracy", "Validation accuracy", held_out)]
@@ -402,8 +401,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 
 def _save(fig: Figure, path: PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _jsonable(value):

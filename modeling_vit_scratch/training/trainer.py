@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from .augment import BatchAugment
 from .checkpoints import latest_complete_checkpoint
@@ -168,15 +169,17 @@ class LabelledProgressCallback(ProgressCallback):
         self.label: str | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        super().on_train_begin(args, state, control, **kwargs)
-        if self.training_bar is not None:
-            self.training_bar.set_description("train")
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc="train")
+        self.current_step = 0
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        new = self.prediction_bar is None
+        # Made here with its label (then the parent only updates it): labelled after it first drew, a log that is
+        # not a terminal would show an unlabelled "0%|" line before every evaluation.
+        if self.prediction_bar is None and state.is_world_process_zero and has_length(eval_dataloader):
+            self.prediction_bar = tqdm(total=len(eval_dataloader), leave=self.training_bar is None,
+                                       dynamic_ncols=True, desc=self.label or "validation")
         super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
-        if new and self.prediction_bar is not None:
-            self.prediction_bar.set_description(self.label or "validation")
 
 
 class ViTScratchTrainer(Trainer):
