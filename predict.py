@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train import light_import
+from train import light_import, report_error
 from validate import add_trust_remote_code, check_writable, positive_int
 
 OUTPUT_SUFFIXES = (".csv", ".json")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for overlay in sorted(staging.iterdir()):
                 overlay.replace(args.attention_maps / overlay.name)
     except (errors.ConfigError, errors.DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        report_error(err)
         return 2
     finally:
         if staging is not None:

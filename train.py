@@ -68,6 +68,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     return args, overrides
 
 
+def report_error(err: Exception) -> None:
+    """`error: MESSAGE` as one write: the processes of a multi-process launch share one stderr, and a line written
+    in pieces (print writes the text, then the newline) can be cut into by another process's."""
+    sys.stderr.write(f"error: {err}\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
@@ -83,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results = train_and_evaluate(experiment, resume=args.resume)
         except errors.TrainingStopped as err:  # NaN/inf loss (1), SIGTERM after its checkpoint (143)
-            print(f"error: {err}", file=sys.stderr)
+            report_error(err)
             return err.exit_code
     except (errors.ConfigError, errors.DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        report_error(err)
         return 2
     summary = {k: results[k] for k in ("eval_accuracy", "test_accuracy", "train_samples_per_second") if k in results}
     logger.info("done: %s -> %s", summary, experiment.training.output_dir)

@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from train import light_import, split_overrides
+from train import light_import, report_error, split_overrides
 
 logger = logging.getLogger("vit_scratch")
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(output_dir, args.model, errors)
         results = evaluate(args, data_args, output_dir, errors)  # the heavy imports, after every argument passed
     except (errors.ConfigError, errors.DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        report_error(err)
         return 2
     print_summary(results, output_dir)
     return 0

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -464,9 +465,9 @@ def test_sigterm_to_a_two_process_accelerate_launch(tmp_path, cifar10_path):
     print(f"2 processes: SIGTERM -> launcher exit {status} after {seconds:.1f} s")
     assert status != 0, text[-6000:]
     assert seconds < 25, text[-6000:]
-    stops = [line for line in text.splitlines() if line.startswith("error: SIGTERM: saved ")]
+    stops = re.findall(r"error: SIGTERM: saved (\S+) at step (\d+)", text)
     assert len(stops) == 2 and stops[0] == stops[1], text[-6000:]  # both processes, the same checkpoint
-    step = int(stops[0].split(" at step ")[1].split()[0])
+    step = int(stops[0][1])
     from modeling_vit_scratch.training.checkpoints import checkpoint_problem
 
     assert checkpoint_problem(out / f"checkpoint-{step}") is None
