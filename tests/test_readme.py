@@ -61,3 +61,42 @@ def test_every_file_and_command_named_in_the_readme_exists():
     makefile = (REPO / "Makefile").read_text()
     for target in set(re.findall(r"`make ([\w-]+)", README)):
         assert re.search(rf"^{target}:", makefile, re.M), f"README names `make {target}`, which is not a target"
+
+
+def message_templates() -> list[str]:
+    """Every string the code can print, with each `{...}` of an f-string as \\0: implicit concatenation across lines
+    is already one literal in the syntax tree, so a message reads as one string."""
+    import ast
+
+    texts = []
+    for path in [*(REPO / "modeling_vit_scratch").rglob("*.py"), *REPO.glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                texts.append("".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                texts.append(node.value)
+    return texts
+
+
+def test_common_errors_table_quotes_messages_the_code_prints():
+    """Each message in the README's "Common errors" table: its fixed words (between the parts that vary: names,
+    numbers, quoted values, "...") must each occur in a string of the code."""
+    section = README.split("**Common errors.**", 1)[1].split("\n\n", 2)[1]
+    messages = re.findall(r"^\| `([^`]+)`", section, re.M)
+    assert len(messages) >= 10
+    templates = message_templates()
+    for message in messages:
+        # What varies: quoted values, numbers, `=values`, config key names, "...", "[...]" and "N"; and a message
+        # is often "A: B" or "A; B" composed of two strings; an exception's own text (after its type) is a
+        # library's.
+        varies = (r"'[^']*'|\.\.\.|\[[^\]]*\]|\b\d+\b|\bN\b|=\S*|\b(?:dataset|model|training|ViTScratchConfig)\.[\w.]+"
+                  r"|: |; |\b\w+Error\b.*$")
+        fixed = [f.strip(" ;:,") for f in re.split(varies, message)]
+        fixed = [f for f in fixed if len(f.split()) >= 2]
+        assert fixed, message
+        for fragment in fixed:  # a message may be composed of several strings (a hint appended, a prefix)
+            # One of its words may be a value: "expected float", "tensorboard is not installed", "whose X is".
+            words = fragment.split(" ")
+            forms = [fragment] + [" ".join(words[:i] + ["\0"] + words[i + 1:]) for i in range(len(words))]
+            assert any(form in t for form in forms for t in templates), \
+                f"README's common error {message!r}: the code prints no {fragment!r}"
