@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         config, ini_mapping = config_module.read_config_file(args.config)
         for line in ini_mapping:
             logger.info("INI %s", line)
-        # Key names, forbidden keys, dataset values and ranges first (no torch yet), then types and model rules.
+        # Key names, forbidden keys, every value's type, choices and range first (no torch yet), then what needs
+        # transformers: the model's cross-field rules, TrainingArguments' own, report_to backends, Hub access.
         experiment = config_module.build_experiment(config_module.apply_overrides(config, overrides), seed=args.seed)
         from modeling_vit_scratch.training.run import train_and_evaluate  # the heavy imports, after validation
 

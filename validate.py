@@ -142,19 +142,13 @@ def class_names(dataset_names: list[str] | None, labels, id2label: dict, where: 
     return names
 
 
-def source_split(data_args, split: str) -> str:
-    """The dataset's own split that `split` reads rows of."""
-    return {"train": data_args.train_split, "validation": data_args.train_split,
-            "test": data_args.test_split}.get(split, split)
-
-
 def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> dict:
     """Load, predict every image of the split in batches, compute the metrics; write the results and the matrix."""
     import torch
     from transformers import EvalPrediction
 
     from modeling_vit_scratch.training import inference
-    from modeling_vit_scratch.training.data import load_split
+    from modeling_vit_scratch.training.data import load_split, source_split_name
     from modeling_vit_scratch.training.metrics import build_compute_metrics
     from modeling_vit_scratch.training.report import atomic_path, confusion_matrix, plot_confusion_matrix, write_json
 
@@ -178,7 +172,7 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> d
                "images_per_class": dict(zip(names, matrix.sum(1).tolist(), strict=True)),
                "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted, in id2label's order
                "model": args.model, "dataset": data_args.name, "split": args.split, "precision": args.precision,
-               "source_split": source_split(data_args, args.split)}
+               "source_split": source_split_name(data_args, args.split)}
     with atomic_path(output_dir / CONFUSION_FILE) as tmp:
         plot_confusion_matrix(matrix, names, tmp)
     write_json(output_dir / RESULTS_FILE, results)

@@ -73,8 +73,7 @@ def load_image_data(args: DataArguments, image_size: int, num_channels: int,
     are decoded. Raises DataError for bad data (the message names the source, split, column or row), ConfigError
     for a `num_channels` other than 1 or 3.
     """
-    if num_channels not in (1, 3):
-        raise ConfigError(f"model.num_channels={num_channels!r} is invalid: images convert to 1 (L) or 3 (RGB)")
+    _check_channels(num_channels)
     splits = _open(args)
     train = _source(splits, args.train_split, "train_split", args, image_size, num_channels, num_labels)
     test = None if args.test_split is None else _source(splits, args.test_split, "test_split", args, image_size,
@@ -108,17 +107,16 @@ def load_split(args: DataArguments, split: str, image_size: int,
     split name of the source (its first `max_test_samples` rows). Only those rows are decoded. Returns the split and
     the source's class names (None for plain integer labels); labels are not checked against a model here.
     """
-    if num_channels not in (1, 3):
-        raise ConfigError(f"model.num_channels={num_channels!r} is invalid: images convert to 1 (L) or 3 (RGB)")
+    _check_channels(num_channels)
     splits = _open(args)
+    name = source_split_name(args, split)
     if split in ("train", "validation"):
-        source = _source(splits, args.train_split, "train_split", args, image_size, num_channels, None)
+        source = _source(splits, name, "train_split", args, image_size, num_channels, None)
         train_rows, val_rows = _holdout(source, args)
         rows = train_rows if split == "train" else val_rows
         if not len(rows):
             raise DataError(f"dataset.validation_size=0: nothing was held out of {source.where} for validation")
     else:
-        name = args.test_split if split == "test" else split
         if name is None:
             raise ConfigError("dataset.test_split=None: there is no test split to evaluate (name one)")
         if split != "test" and name not in splits:
@@ -127,6 +125,16 @@ def load_split(args: DataArguments, split: str, image_size: int,
         rows = np.arange(len(source.labels))[: args.max_test_samples]
     images = source.decode(None if len(rows) == len(source.labels) else rows)
     return _split(images, source.labels[rows]), source.class_names
+
+
+def source_split_name(args: DataArguments, split: str) -> str | None:
+    """The source's own split that `load_split(args, split)` reads rows of."""
+    return {"train": args.train_split, "validation": args.train_split, "test": args.test_split}.get(split, split)
+
+
+def _check_channels(num_channels: int) -> None:
+    if num_channels not in (1, 3):
+        raise ConfigError(f"model.num_channels={num_channels!r} is invalid: images convert to 1 (L) or 3 (RGB)")
 
 
 def _holdout(train: _Source, args: DataArguments) -> tuple[np.ndarray, np.ndarray]:
