@@ -39,18 +39,29 @@ CONFIGS = {  # name -> AugmentArguments overrides of OFF, label smoothing
 
 
 def preview(config_path: str, dataset: str | None, sets: list[str], output: str) -> None:
-    from modeling_vit_scratch.training.config import apply_overrides, build_experiment, read_config_file
+    """The config's augmentation on its training images. Only the dataset section, the model's image size and the
+    label smoothing matter: no TrainingArguments are built, so a GPU recipe (bf16) previews on a CPU too."""
+    from modeling_vit_scratch import ViTScratchConfig
+    from modeling_vit_scratch.training.config import (
+        MODEL_EXTRA_KEYS,
+        DataArguments,
+        apply_overrides,
+        check_keys,
+        read_config_file,
+    )
     from modeling_vit_scratch.training.data import load_image_data
     from modeling_vit_scratch.training.report import plot_augmentation_preview
 
     config, _ = read_config_file(config_path)
     overrides = [tuple(item.split("=", 1)) for item in sets] + ([("dataset.name", dataset)] if dataset else [])
-    experiment = build_experiment(apply_overrides(config, overrides))
-    data = load_image_data(experiment.dataset, experiment.model.image_size, experiment.model.num_channels)
-    augment = BatchAugment(experiment.dataset.augmentation, data.mean, data.std, len(data.class_names),
-                           label_smoothing=experiment.training.label_smoothing_factor)
+    sections = check_keys(apply_overrides(config, overrides))
+    data_args = DataArguments(**sections["dataset"])
+    model = ViTScratchConfig(**{k: v for k, v in sections["model"].items() if k not in MODEL_EXTRA_KEYS})
+    data = load_image_data(data_args, model.image_size, model.num_channels)
+    augment = BatchAugment(data_args.augmentation, data.mean, data.std, len(data.class_names),
+                           label_smoothing=sections["training"].get("label_smoothing_factor", 0.0))
     plot_augmentation_preview(augment, data.train.images, data.train.labels, data.class_names, output)
-    print(f"wrote {output}: {experiment.dataset.augmentation}")
+    print(f"wrote {output}: {data_args.augmentation}")
 
 
 def best_ms(fn, reps: int, device: torch.device, warmup: int = 3) -> float:

@@ -1,11 +1,17 @@
 """BatchAugment: shapes, each op's exact effect, soft labels, and RNG determinism (CPU; one CUDA test if present)."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from modeling_vit_scratch.training.augment import BatchAugment, random_crop_flip
 from modeling_vit_scratch.training.config import AugmentArguments
+
+from .conftest import REPO, subprocess_env
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 K = 10
@@ -257,3 +263,17 @@ def test_compiled_augmentation_equals_eager(monkeypatch):
         pixels, targets = compiled(images, labels)
         torch.testing.assert_close(pixels, eager_pixels, rtol=0, atol=1e-5)
         torch.testing.assert_close(targets, eager_targets, rtol=0, atol=1e-6)
+
+
+def test_preview_command_of_the_readme_works_for_the_gpu_recipe_on_a_cpu(tmp_path, cifar10_path):
+    """`bench/augment.py --preview configs/cifar10_fast.json` draws the augmentation without building TrainingArguments
+    (which refuse the recipe's bf16 on a CPU)."""
+    output = tmp_path / "preview.png"
+    proc = subprocess.run([sys.executable, "bench/augment.py", "--preview", "configs/cifar10_fast.json", "--dataset",
+                           str(cifar10_path), "--set", "dataset.max_train_samples=256", "--set",
+                           "dataset.validation_size=64", "--output", str(output)], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "policy='randaugment'" in proc.stdout and "mixup_alpha=0.8" in proc.stdout
+    with Image.open(output) as image:
+        assert image.format == "PNG" and image.width > 500
