@@ -1,5 +1,6 @@
-"""Per-image RandAugment / TrivialAugmentWide: each op against Pillow's on real CIFAR-10 images, and the statistics
-that the kornia version got wrong (signs, per-image draws, magnitude 0, range).
+"""Per-image RandAugment / TrivialAugmentWide / AutoAugment (CIFAR-10 policy): each op against Pillow's on real
+CIFAR-10 images, and the statistics that the kornia version got wrong (signs, per-image draws, magnitude 0, range);
+AutoAugment's sub-policy and op frequencies.
 
 Tolerances, on the 0..255 scale, measured on 200 CIFAR-10 test images:
 - Shear, translate, posterize, solarize, equalize: exact (0 levels, every pixel), at every bin tested.
@@ -20,6 +21,8 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from modeling_vit_scratch.training.autoaugment import (
+    AUTOAUGMENT,
+    CIFAR10_POLICY,
     NUM_BINS,
     OP,
     OPS,
@@ -33,6 +36,10 @@ from modeling_vit_scratch.training.config import AugmentArguments, ConfigError
 
 N_IMAGES = 64
 BLACK = (0, 0, 0)
+SPACES = [RANDAUGMENT, TRIVIALAUGMENT_WIDE, AUTOAUGMENT]
+SPACE_IDS = ["randaugment", "trivialaugment", "autoaugment"]
+GEOMETRIC_BINS = {RANDAUGMENT: (1, 9, 17, 30), TRIVIALAUGMENT_WIDE: (1, 9, 17, 30), AUTOAUGMENT: (1, 3, 7, 9)}
+ENHANCE_BINS = {RANDAUGMENT: (3, 9, 30), TRIVIALAUGMENT_WIDE: (3, 9, 30), AUTOAUGMENT: (3, 6, 9)}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +73,7 @@ def rotate(degrees):
 
 def geometric_reference(name, bin_, sign, space):
     """Pillow's version of our geometric op (torchvision's semantics; Pillow maps output pixel centres to input)."""
-    level = sign * bin_ / (NUM_BINS - 1)
+    level = sign * bin_ / (space.num_bins - 1)
     shift = int(level * space.translate * (32 if space.translate_relative else 1))
     return {
         "shear_x": affine((1, space.shear * level, 0, 0, 1, 0)),
@@ -77,15 +84,15 @@ def geometric_reference(name, bin_, sign, space):
     }[name]
 
 
-@pytest.mark.parametrize("space", [RANDAUGMENT, TRIVIALAUGMENT_WIDE], ids=["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("space", SPACES, ids=SPACE_IDS)
 @pytest.mark.parametrize("name", ["shear_x", "shear_y", "translate_x", "translate_y", "rotate"])
 def test_geometric_ops_match_pillow(cifar, name, space):
     images, pixels = cifar
-    for bin_ in (1, 9, 17, 30):
+    for bin_ in GEOMETRIC_BINS[space]:
         for sign in (1, -1):
             diff = np.abs(ours(pixels, name, bin_, sign, space) - pillow(images, geometric_reference(name, bin_, sign,
                                                                                                        space)))
-            degrees = space.rotate * bin_ / (NUM_BINS - 1)
+            degrees = space.rotate * bin_ / (space.num_bins - 1)
             if name == "rotate" and degrees > 30:
                 assert (diff > 0).mean() <= 0.025, (bin_, sign)  # nearest-neighbour ties (module docstring)
             else:
@@ -108,31 +115,38 @@ ENHANCERS = {"brightness": ImageEnhance.Brightness, "color": ImageEnhance.Color,
              "sharpness": ImageEnhance.Sharpness}
 
 
-@pytest.mark.parametrize("space", [RANDAUGMENT, TRIVIALAUGMENT_WIDE], ids=["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("space", SPACES, ids=SPACE_IDS)
 @pytest.mark.parametrize("name", list(ENHANCERS))
 def test_enhance_ops_match_pillow(cifar, name, space):
     images, pixels = cifar
     tolerance = 1.0 if name == "brightness" else 2.0
-    for bin_ in (3, 9, 30):
+    for bin_ in ENHANCE_BINS[space]:
         for sign in (1, -1):
-            factor = 1 + sign * space.enhance * bin_ / (NUM_BINS - 1)
+            factor = 1 + sign * space.enhance * bin_ / (space.num_bins - 1)
             reference = pillow(images, lambda im, f=factor: ENHANCERS[name](im).enhance(f))
             diff = np.abs(ours(pixels, name, bin_, sign, space) - reference)
             assert diff.max() <= tolerance, (name, bin_, sign, diff.max())
             assert diff.mean() < 0.6
 
 
-@pytest.mark.parametrize("space", [RANDAUGMENT, TRIVIALAUGMENT_WIDE], ids=["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("space", SPACES, ids=SPACE_IDS)
 def test_posterize_and_solarize_match_pillow_exactly(cifar, space):
     images, pixels = cifar
-    for bin_ in range(NUM_BINS):
-        bits = 8 - round(bin_ / ((NUM_BINS - 1) / space.posterize_bits_off))  # torchvision's table
+    for bin_ in range(space.num_bins):
+        bits = 8 - round(bin_ / ((space.num_bins - 1) / space.posterize_bits_off))  # torchvision's table
         assert np.array_equal(ours(pixels, "posterize", bin_, 1, space).round(3),
                               pillow(images, lambda im, b=bits: ImageOps.posterize(im, b)))
-        threshold = torch.linspace(255.0, 0.0, NUM_BINS)[bin_].item()  # torchvision's table (float32: 187.0 at 8)
+        threshold = torch.linspace(255.0, 0.0, space.num_bins)[bin_].item()  # torchvision's (float32: 187.0 at 8/31)
         assert np.array_equal(ours(pixels, "solarize", bin_, 1, space).round(3),
                               pillow(images, lambda im, t=threshold: ImageOps.solarize(im, t)))
     assert 8 - round(9 / 7.5) == 7 and 255 * (1 - 9 / 30) == pytest.approx(178.5)  # RandAugment m=9: 7 bits, 178.5
+    # AutoAugment's 10 bins: torchvision's posterize table is [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+    assert [8 - round(b / (9 / 4)) for b in range(10)] == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+
+
+def test_invert_matches_pillow_exactly(cifar):
+    images, pixels = cifar
+    assert np.array_equal(ours(pixels, "invert", 0, 1, AUTOAUGMENT).round(3), pillow(images, ImageOps.invert))
 
 
 def test_autocontrast_and_equalize_match_pillow(cifar):
@@ -148,7 +162,7 @@ def test_autocontrast_and_equalize_match_pillow(cifar):
     assert np.abs(ours(dim_pixels, "autocontrast", 0, 1) - pillow(dim, ImageOps.autocontrast)).max() <= 1.0 + 1e-4
 
 
-@pytest.mark.parametrize("space", [RANDAUGMENT, TRIVIALAUGMENT_WIDE], ids=["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("space", SPACES, ids=SPACE_IDS)
 def test_magnitude_zero_is_the_identity(cifar, space):
     _, pixels = cifar
     expected = pixels.permute(0, 2, 3, 1).numpy() * 255
@@ -185,12 +199,17 @@ def test_every_image_draws_its_own_ops(cifar):
     """Two copies of one image in a batch get different ops (kornia drew the ops once per batch)."""
     _, pixels = cifar
     copies = pixels[:1].expand(256, -1, -1, -1).contiguous()
-    for augment in (BatchAutoAugment.randaugment(2, 9), BatchAutoAugment.trivialaugment()):
+    # AutoAugment: fixed bins, so fewer distinct results; both of its ops skipped for 22% of images (1/25 of the sum
+    # of (1 - p1)(1 - p2) over its sub-policies).
+    for augment, min_distinct, unchanged in ((BatchAutoAugment.randaugment(2, 9), 100, (0.005, 0.3)),
+                                             (BatchAutoAugment.trivialaugment(), 100, (0.005, 0.3)),
+                                             (BatchAutoAugment.autoaugment(), 40, (0.15, 0.35))):
         torch.manual_seed(0)
         out = augment(copies)
         distinct = torch.unique(out.flatten(1), dim=0).shape[0]
-        assert distinct > 100, distinct
-        assert 0.005 < (out == copies).flatten(1).all(1).float().mean() < 0.3  # some identity draws, not many
+        assert distinct > min_distinct, distinct
+        share = (out == copies).flatten(1).all(1).float().mean()
+        assert unchanged[0] < share < unchanged[1], share  # some identity draws, not many
 
 
 def test_op_and_bin_frequencies_are_uniform():
@@ -206,7 +225,8 @@ def test_op_and_bin_frequencies_are_uniform():
 
 
 @pytest.mark.parametrize("augment", [BatchAutoAugment.randaugment(2, 30), BatchAutoAugment.randaugment(3, 9),
-                                     BatchAutoAugment.trivialaugment()], ids=["ra-2-30", "ra-3-9", "ta"])
+                                     BatchAutoAugment.trivialaugment(), BatchAutoAugment.autoaugment()],
+                         ids=["ra-2-30", "ra-3-9", "ta", "aa"])
 def test_output_stays_in_unit_range(cifar, augment):
     _, pixels = cifar
     torch.manual_seed(0)
@@ -225,14 +245,40 @@ def test_one_channel_images():
         BatchAutoAugment.trivialaugment()(torch.rand(2, 4, 8, 8))
 
 
-def test_same_rng_state_same_augmentation(cifar):
+@pytest.mark.parametrize("augment", [BatchAutoAugment.randaugment(2, 9), BatchAutoAugment.autoaugment()],
+                         ids=["ra", "aa"])
+def test_same_rng_state_same_augmentation(cifar, augment):
     _, pixels = cifar
-    augment = BatchAutoAugment.randaugment(2, 9)
     state = torch.get_rng_state()
     first = augment(pixels)
     second = augment(pixels)
     torch.set_rng_state(state)
     assert torch.equal(augment(pixels), first) and not torch.equal(first, second)
+
+
+def test_autoaugment_draws_each_sub_policy_and_op_with_its_probability():
+    """Per round, op o at bin k is drawn with probability sum over the 25 sub-policies of p/25 where the sub-policy has
+    (o, p, k) in that round; identity (the op skipped) takes the rest; signs are fair."""
+    torch.manual_seed(0)
+    n = 25 * 4000
+    draws = BatchAutoAugment.autoaugment().draw(n, torch.device("cpu"))  # (2, 3, n)
+    assert draws.shape == (2, 3, n)
+    for round_ in range(2):
+        op, bins, sign = draws[round_]
+        expected = {}
+        for sub in CIFAR10_POLICY:
+            name, p, bin_ = sub[round_]
+            key = (OP[name], 0 if bin_ is None else bin_)
+            expected[key] = expected.get(key, 0.0) + p / 25
+        expected[(OP["identity"], None)] = 1.0 - sum(expected.values())
+        applied = op != OP["identity"]
+        seen = {(int(o), int(b)) for o, b in torch.stack((op[applied], bins[applied]), 1).unique(dim=0)}
+        assert seen == {key for key in expected if key[1] is not None and expected[key] > 0}, round_
+        for (o, b), share in expected.items():
+            hits = (op == o) if b is None else ((op == o) & (bins == b))
+            assert abs(hits.float().mean().item() - share) < 0.006 + 0.05 * share, (round_, o, b)
+        assert 0.49 < (sign > 0).float().mean() < 0.51
+
 
 
 def test_policy_config():
@@ -242,7 +288,9 @@ def test_policy_config():
     assert AugmentArguments(policy="randaugment").randaugment_num_ops == 2  # torchvision's default
     assert AugmentArguments(policy="trivialaugment").randaugment_num_ops == 0
     assert AugmentArguments(randaugment_num_ops=0).policy == "none"
-    for bad, match in (({"policy": "autoaugment"}, "policy.*randaugment, trivialaugment"),
+    assert AugmentArguments(policy="autoaugment").randaugment_num_ops == 0
+    for bad, match in (({"policy": "augmix"}, "policy.*randaugment, trivialaugment, autoaugment"),
+                       ({"policy": "autoaugment", "randaugment_num_ops": 2}, "randaugment_num_ops"),
                        ({"policy": "trivialaugment", "randaugment_num_ops": 2}, "randaugment_num_ops"),
                        ({"policy": "randaugment", "randaugment_num_ops": 0}, "randaugment_num_ops"),
                        ({"randaugment_magnitude": 31}, "randaugment_magnitude.*0..30"),
@@ -254,10 +302,10 @@ def test_policy_config():
 TORCHVISION_NAMES = {"identity": "Identity", "shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "TranslateX",
                      "translate_y": "TranslateY", "rotate": "Rotate", "brightness": "Brightness", "color": "Color",
                      "contrast": "Contrast", "sharpness": "Sharpness", "posterize": "Posterize", "solarize": "Solarize",
-                     "autocontrast": "AutoContrast", "equalize": "Equalize"}
+                     "autocontrast": "AutoContrast", "equalize": "Equalize", "invert": "Invert"}
 
 
-@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
 def test_matches_torchvision_itself(cifar, policy):
     """Where torchvision imports (not beside this project's torch; it does on the GPU machine): torchvision's own
     `_apply_op` on uint8 tensors, with its own magnitude tables. Geometric ops: torchvision's nearest grid_sample
@@ -270,13 +318,20 @@ def test_matches_torchvision_itself(cifar, policy):
 
     _, pixels = cifar
     uint8 = (pixels * 255).round().to(torch.uint8)
+    names = OPS
     if policy == "randaugment":
         space, table, bins = RANDAUGMENT, tv.transforms.RandAugment()._augmentation_space(NUM_BINS, [32, 32]), (9,)
+    elif policy == "autoaugment":
+        autoaugment = tv.transforms.AutoAugment(tv.transforms.AutoAugmentPolicy.CIFAR10)
+        space, table, bins = AUTOAUGMENT, autoaugment._augmentation_space(10, [32, 32]), (2, 7, 9)
+        names = (*OPS, "invert")
+        ours_policy = [tuple((TORCHVISION_NAMES[n], p, b) for n, p, b in sub) for sub in CIFAR10_POLICY]
+        assert ours_policy == [tuple(sub) for sub in autoaugment.policies]
     else:
         space, table, bins = TRIVIALAUGMENT_WIDE, tv.transforms.TrivialAugmentWide()._augmentation_space(NUM_BINS), (
             4, 17, 30)
     mismatches = []
-    for name in OPS:
+    for name in names:
         magnitudes, signed = table[TORCHVISION_NAMES[name]]
         for bin_ in bins:
             for sign in ((1, -1) if signed else (1,)):
@@ -286,7 +341,7 @@ def test_matches_torchvision_itself(cifar, policy):
                 diff = np.abs(ours(pixels, name, bin_, sign, space) - reference)
                 if name in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate"):
                     ok = (diff > 0).mean() <= 0.03
-                elif name in ("posterize", "solarize", "equalize", "identity"):
+                elif name in ("posterize", "solarize", "equalize", "identity", "invert"):
                     ok = diff.max() < 1e-3
                 else:  # torchvision truncates its gray/mean/blur and its blend to uint8: two biases of < 1 level
                     ok = diff.max() <= 2.0 and diff.mean() <= 1.0

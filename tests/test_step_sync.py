@@ -37,7 +37,7 @@ def run_steps(config: dict, first: int = 2, last: int = 9, batch: int = 16) -> S
     return trap
 
 
-@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
 def test_training_steps_never_read_back_from_the_device(policy):
     config = json.loads(json.dumps(EVERYTHING_ON))
     config["dataset"]["augmentation"]["policy"] = policy

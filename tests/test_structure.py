@@ -112,7 +112,8 @@ print("ok")
     assert "training.lr_scheduler_type='cosin' is invalid: expected one of linear, cosine," in errors
     assert "model.num_hidden_layers=2.5 is invalid: expected int" in errors
     assert "training.bf16='yes' is invalid: expected bool" in errors
-    for key in ("dataset.augmentation.policy  (Literal['none', 'randaugment', 'trivialaugment'] | None, default None)",
+    for key in ("dataset.augmentation.policy  (Literal['none', 'randaugment', 'trivialaugment', 'autoaugment'] | "
+                "None, default None)",
                 "model.pretrained  (str | None, default None)", "training.lr_scheduler_type  (SchedulerType | str, "
                 "default 'linear')", "training.eval_strategy  (IntervalStrategy | str, default 'epoch' "
                 "(TrainingArguments: 'no'))", "training.do_train: train.py always trains"):

@@ -3,9 +3,9 @@
 `BatchAugment` turns a batch of uint8 images (B, C, H, W) into normalised float32 pixel values, with the
 augmentations of `AugmentArguments`, in this order:
 
-    uint8 -> float [0, 1] -> random crop (reflect padding) + horizontal flip -> RandAugment or TrivialAugment
-    (per image, `autoaugment.py`) -> normalise -> random erasing (fill 0, i.e. the mean colour) -> mixup / cutmix
-    -> soft labels (+ label smoothing)
+    uint8 -> float [0, 1] -> random crop (reflect padding) + horizontal flip -> RandAugment, TrivialAugment or
+    AutoAugment (per image, `autoaugment.py`) -> normalise -> random erasing (fill 0, i.e. the mean colour)
+    -> mixup / cutmix -> soft labels (+ label smoothing)
 
 Every op works on the whole batch with tensor ops on the images' device: no per-image Python loop, no PIL, no
 host<->device sync. All randomness comes from the generator of the images' device, which the HF Trainer saves in
@@ -154,6 +154,7 @@ class BatchAugment(nn.Module):
             "none": None,
             "randaugment": BatchAutoAugment.randaugment(args.randaugment_num_ops, args.randaugment_magnitude),
             "trivialaugment": BatchAutoAugment.trivialaugment(),
+            "autoaugment": BatchAutoAugment.autoaugment(),
         }[args.policy]
         self.mixing = (args.mixup_alpha > 0 or args.cutmix_alpha > 0) and args.mix_prob > 0
         self.soft_labels = self.mixing or self.label_smoothing > 0

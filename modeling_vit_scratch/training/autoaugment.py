@@ -1,14 +1,18 @@
-"""RandAugment and TrivialAugmentWide with torchvision's semantics, per image, on whole batches on the device.
+"""RandAugment, TrivialAugmentWide and AutoAugment (CIFAR-10 policy) with torchvision's semantics, per image, batched.
 
 torchvision (`transforms/autoaugment.py`) augments one PIL image or uint8 tensor at a time. Here every image of a
 (B, C, H, W) float batch in [0, 1] draws its own op, its own magnitude sign (and, for TrivialAugment, its own
-magnitude bin) in each round, and each op is computed with whole-batch tensor ops: one nearest-neighbour gather for
-the geometric ops (identity matrix for the others), one blend for the four enhance ops (each image blends with its
-own op's "degenerate" image), then posterize / solarize / autocontrast / equalize for all and a per-image select.
+magnitude bin; for AutoAugment, its own sub-policy and whether each of its two ops applies) in each round, and each
+op is computed with whole-batch tensor ops: one nearest-neighbour gather for the geometric ops (identity matrix for
+the others), one blend for the four enhance ops (each image blends with its own op's "degenerate" image), then
+posterize / solarize / autocontrast / equalize / invert for all and a per-image select.
 No Python loop over images, no host<->device sync, static shapes; all randomness is one `torch.rand` per round on
 the images' device, so torch's RNG state (what the Trainer checkpoints) decides the augmentation.
 
-The 14 ops and their magnitudes (31 bins; bin k is the fraction k/30 of the range):
+The 14 ops of RandAugment's and TrivialAugment's pool and their magnitudes (31 bins; bin k is the fraction k/30 of
+the range). AutoAugment uses RandAugment's ranges on 10 bins (bin k is k/9 of the range) plus Invert, and draws
+one of the 25 sub-policies that torchvision's `AutoAugmentPolicy.CIFAR10` lists (each two ops, each applied with its
+own probability at a fixed bin):
 
     op            RandAugment(n, m)             TrivialAugmentWide (bin drawn per image)
     Identity      -                             -
@@ -31,10 +35,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# RandAugment's and TrivialAugment's pool, in torchvision's order; AutoAugment's policies also use "invert".
 OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast",
        "sharpness", "posterize", "solarize", "autocontrast", "equalize")
-OP = {name: i for i, name in enumerate(OPS)}
-NUM_BINS = 31  # magnitude bins 0..30, as torchvision's default num_magnitude_bins
+OP = {name: i for i, name in enumerate((*OPS, "invert"))}
+NUM_BINS = 31  # magnitude bins 0..30, as torchvision's default num_magnitude_bins (AutoAugment: 10)
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (ITU-R 601-2 luma)
 
 
@@ -47,13 +52,45 @@ class AugmentSpace:
     translate_relative: bool
     rotate: float  # degrees
     enhance: float  # brightness/color/contrast/sharpness factor 1 +- this
-    posterize_bits_off: int  # bits removed at bin 30 (8 -> 8 - this)
+    posterize_bits_off: int  # bits removed at the top bin (8 -> 8 - this)
+    num_bins: int = NUM_BINS  # bin k is the fraction k / (num_bins - 1) of each range
 
 
 RANDAUGMENT = AugmentSpace(shear=0.3, translate=150 / 331, translate_relative=True, rotate=30.0, enhance=0.9,
                            posterize_bits_off=4)
 TRIVIALAUGMENT_WIDE = AugmentSpace(shear=0.99, translate=32.0, translate_relative=False, rotate=135.0, enhance=0.99,
                                    posterize_bits_off=6)
+AUTOAUGMENT = AugmentSpace(shear=0.3, translate=150 / 331, translate_relative=True, rotate=30.0, enhance=0.9,
+                           posterize_bits_off=4, num_bins=10)
+
+# torchvision's AutoAugmentPolicy.CIFAR10: 25 sub-policies of two (op, probability, magnitude bin 0..9 or None).
+CIFAR10_POLICY = (
+    (("invert", 0.1, None), ("contrast", 0.2, 6)),
+    (("rotate", 0.7, 2), ("translate_x", 0.3, 9)),
+    (("sharpness", 0.8, 1), ("sharpness", 0.9, 3)),
+    (("shear_y", 0.5, 8), ("translate_y", 0.7, 9)),
+    (("autocontrast", 0.5, None), ("equalize", 0.9, None)),
+    (("shear_y", 0.2, 7), ("posterize", 0.3, 7)),
+    (("color", 0.4, 3), ("brightness", 0.6, 7)),
+    (("sharpness", 0.3, 9), ("brightness", 0.7, 9)),
+    (("equalize", 0.6, None), ("equalize", 0.5, None)),
+    (("contrast", 0.6, 7), ("sharpness", 0.6, 5)),
+    (("color", 0.7, 7), ("translate_x", 0.5, 8)),
+    (("equalize", 0.3, None), ("autocontrast", 0.4, None)),
+    (("translate_y", 0.4, 3), ("sharpness", 0.2, 6)),
+    (("brightness", 0.9, 6), ("color", 0.2, 8)),
+    (("solarize", 0.5, 2), ("invert", 0.0, None)),
+    (("equalize", 0.2, None), ("autocontrast", 0.6, None)),
+    (("equalize", 0.2, None), ("equalize", 0.6, None)),
+    (("color", 0.9, 9), ("equalize", 0.6, None)),
+    (("autocontrast", 0.8, None), ("solarize", 0.2, 8)),
+    (("brightness", 0.1, 3), ("color", 0.7, 0)),
+    (("solarize", 0.4, 5), ("autocontrast", 0.9, None)),
+    (("translate_y", 0.9, 9), ("translate_y", 0.7, 9)),
+    (("autocontrast", 0.9, None), ("solarize", 0.8, 3)),
+    (("equalize", 0.8, None), ("invert", 0.1, None)),
+    (("translate_y", 0.7, 9), ("autocontrast", 0.9, None)),
+)
 
 
 def random_ops(batch: int, num_ops: int, magnitude: int | None, device: torch.device) -> torch.Tensor:
@@ -69,13 +106,26 @@ def random_ops(batch: int, num_ops: int, magnitude: int | None, device: torch.de
     return torch.stack((op, bins, sign), dim=1)
 
 
+def policy_ops(batch: int, table: torch.Tensor) -> torch.Tensor:
+    """AutoAugment: per image a uniform sub-policy of `table`, then per round its op (identity unless a uniform draw
+    is <= the op's probability, as torchvision's `probs[i] <= p`), its bin and a random sign; from one `torch.rand`.
+
+    table: float (P, 2, 3) of (op index, probability, bin) -> float (2, 3, B), laid out as `random_ops`'.
+    """
+    u = torch.rand(5, batch, device=table.device)  # sub-policy, applied? x 2, sign x 2
+    rows = table[(u[0] * len(table)).floor().clamp_(max=len(table) - 1).long()]  # (B, 2, 3)
+    op = torch.where(u[1:3] <= rows[:, :, 1].T, rows[:, :, 0].T, float(OP["identity"]))  # (2, B)
+    sign = torch.where(u[3:5] < 0.5, -1.0, 1.0)
+    return torch.stack((op, rows[:, :, 2].T, sign), dim=1)
+
+
 def apply_ops(images: torch.Tensor, op: torch.Tensor, bins: torch.Tensor, sign: torch.Tensor,
               space: AugmentSpace) -> torch.Tensor:
-    """One round: image i gets op `OPS[op[i]]` at magnitude bin `bins[i]` with sign `sign[i]` (+-1).
+    """One round: image i gets op `OP[op[i]]` at magnitude bin `bins[i]` with sign `sign[i]` (+-1).
 
     images: float (B, C, H, W) in [0, 1], C = 1 or 3; op, bins, sign: float (B,) -> (B, C, H, W) in [0, 1].
     """
-    level = bins / (NUM_BINS - 1)  # (B,) the fraction of each op's range
+    level = bins / (space.num_bins - 1)  # (B,) the fraction of each op's range
     signed = level * sign
 
     x = _geometric(images, op, signed, space)
@@ -83,14 +133,14 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, bins: torch.Tensor, sign: 
     out = torch.where(_is(op, "brightness", "color", "contrast", "sharpness"),
                       _blend(x, _degenerate(x, op), factor), x)
     levels = x * 255.0
-    step = torch.exp2(torch.round(bins / ((NUM_BINS - 1) / space.posterize_bits_off)))  # 2^(bits removed)
+    step = torch.exp2(torch.round(bins / ((space.num_bins - 1) / space.posterize_bits_off)))  # 2^(bits removed)
     out = torch.where(_is(op, "posterize"), torch.floor(levels.round() / _per_image(step)) * _per_image(step) / 255.0,
                       out)
-    threshold = 255.0 * (1.0 - level)  # torchvision: linspace(255, 0, 31)
+    threshold = 255.0 * (1.0 - level)  # torchvision: linspace(255, 0, num_bins)
     out = torch.where(_is(op, "solarize") & (levels + 1e-3 >= _per_image(threshold)), 1.0 - x, out)
     out = torch.where(_is(op, "autocontrast"), autocontrast(x), out)
     out = torch.where(_is(op, "equalize"), equalize(x), out)
-    return out
+    return torch.where(_is(op, "invert"), 1.0 - x, out)
 
 
 def _per_image(values: torch.Tensor) -> torch.Tensor:
@@ -202,16 +252,20 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
 
 
 class BatchAutoAugment(torch.nn.Module):
-    """RandAugment(num_ops, magnitude) or TrivialAugmentWide (num_ops=1, magnitude=None), per image.
+    """RandAugment(num_ops, magnitude), TrivialAugmentWide (num_ops=1, magnitude=None) or AutoAugment (a policy
+    table), per image.
 
     forward: float (B, C, H, W) in [0, 1], C = 1 or 3 -> the same shape, in [0, 1].
     """
 
-    def __init__(self, space: AugmentSpace, num_ops: int, magnitude: int | None):
+    def __init__(self, space: AugmentSpace, num_ops: int, magnitude: int | None, policy=None):
         super().__init__()
-        if magnitude is not None and not 0 <= magnitude < NUM_BINS:
-            raise ValueError(f"magnitude must be a bin in 0..{NUM_BINS - 1}, got {magnitude}")
+        if magnitude is not None and not 0 <= magnitude < space.num_bins:
+            raise ValueError(f"magnitude must be a bin in 0..{space.num_bins - 1}, got {magnitude}")
         self.space, self.num_ops, self.magnitude = space, num_ops, magnitude
+        table = [[(OP[name], p, 0 if bin_ is None else bin_) for name, p, bin_ in sub] for sub in policy or ()]
+        # On the device with the module (moved once by .to()): a table made per call would be a host copy per step.
+        self.register_buffer("policy", torch.tensor(table, dtype=torch.float32) if policy else None, persistent=False)
 
     @classmethod
     def randaugment(cls, num_ops: int = 2, magnitude: int = 9) -> "BatchAutoAugment":
@@ -221,13 +275,24 @@ class BatchAutoAugment(torch.nn.Module):
     def trivialaugment(cls) -> "BatchAutoAugment":
         return cls(TRIVIALAUGMENT_WIDE, 1, None)
 
+    @classmethod
+    def autoaugment(cls) -> "BatchAutoAugment":
+        """torchvision's AutoAugment(AutoAugmentPolicy.CIFAR10)."""
+        return cls(AUTOAUGMENT, 2, None, CIFAR10_POLICY)
+
+    def draw(self, batch: int, device: torch.device) -> torch.Tensor:
+        """Every image's (op, bin, sign) in each round: float (num_ops, 3, B)."""
+        if self.policy is not None:
+            return policy_ops(batch, self.policy)
+        return random_ops(batch, self.num_ops, self.magnitude, device)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] not in (1, 3):
-            raise ValueError(f"RandAugment/TrivialAugment need 1 or 3 channels, got {images.shape[1]}")
-        draws = random_ops(images.shape[0], self.num_ops, self.magnitude, images.device)  # (n, 3, B)
-        for op, bins, sign in draws.unbind(0):
+            raise ValueError(f"RandAugment/TrivialAugment/AutoAugment need 1 or 3 channels, got {images.shape[1]}")
+        for op, bins, sign in self.draw(images.shape[0], images.device).unbind(0):
             images = apply_ops(images, op, bins, sign, self.space)
         return images
 
     def extra_repr(self) -> str:
-        return f"num_ops={self.num_ops}, magnitude={self.magnitude}, space={self.space}"
+        kind = f"magnitude={self.magnitude}" if self.policy is None else f"policy of {len(self.policy)} sub-policies"
+        return f"num_ops={self.num_ops}, {kind}, space={self.space}"

@@ -44,9 +44,10 @@ class AugmentArguments:
 
     random_crop_padding: int = 4  # pad each side by this many pixels (reflect), crop back at random; 0 = off
     horizontal_flip: bool = True  # flip left-right with probability 0.5
-    # "randaugment" (torchvision's RandAugment), "trivialaugment" (TrivialAugmentWide) or "none"; every image draws
-    # its own ops. null: "randaugment" when randaugment_num_ops > 0, else "none" (configs written before `policy`).
-    policy: Literal["none", "randaugment", "trivialaugment"] | None = None
+    # "randaugment" (torchvision's RandAugment), "trivialaugment" (TrivialAugmentWide), "autoaugment" (AutoAugment's
+    # CIFAR-10 policy) or "none"; every image draws its own ops. null: "randaugment" when randaugment_num_ops > 0,
+    # else "none" (configs written before `policy`).
+    policy: Literal["none", "randaugment", "trivialaugment", "autoaugment"] | None = None
     randaugment_num_ops: int | None = None  # RandAugment: ops applied in turn to each image; null = 2 (torchvision)
     randaugment_magnitude: int = 9  # RandAugment magnitude: bin 0..30 of torchvision's 31 (9 = its default)
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup of pairs of images and their labels; 0 = off
