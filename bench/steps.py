@@ -13,6 +13,9 @@ the timed span's length / steps, the clock synchronised at both ends and nowhere
 the device, so a single step's host time means nothing). On CPU: the median of the steps' own durations (each
 from the end of one step to the end of the next), which bursts of load on a shared machine do not move.
 
+`bare_train` runs a whole recipe through that bare loop (no Trainer) and `evaluate` scores the result: what
+bench/trainer_vs_loop.py and bench/sweep.py compare the Trainer path with, in accuracy.
+
 `SyncTrap` is a TrainerCallback that fails the run on any host<->device synchronisation inside a window of steps:
 on CUDA with `torch.cuda.set_sync_debug_mode("error")`; on CPU, where nothing ever waits, with a stand-in that raises
 on `.item()`, `.tolist()`, `.cpu()`, `.numpy()` and `bool()/int()/float()` of any tensor created inside the window
@@ -20,18 +23,19 @@ on `.item()`, `.tolist()`, `.cpu()`, `.numpy()` and `bool()/int()/float()` of an
 """
 
 import contextlib
+import math
 import statistics
 import tempfile
 import time
 
 import torch
 from torch.overrides import TorchFunctionMode
-from transformers import TrainerCallback, get_scheduler
+from transformers import TrainerCallback, get_scheduler, set_seed
 
 from modeling_vit_scratch import ViTScratchForImageClassification
 from modeling_vit_scratch.training.augment import BatchAugment
 from modeling_vit_scratch.training.config import apply_overrides, build_experiment
-from modeling_vit_scratch.training.data import ImageSplit
+from modeling_vit_scratch.training.data import ImageData, ImageSplit
 from modeling_vit_scratch.training.run import with_labels
 from modeling_vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
 
@@ -94,7 +98,8 @@ class _PlainStep:
         self.autocast = ((lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if args.bf16
                          else contextlib.nullcontext)
 
-    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> None:
+    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns the loss, detached and still on the device (reading it would sync)."""
         with self.autocast():
             loss = self.model(pixel_values=pixel_values, labels=labels).loss
         loss.backward()
@@ -103,6 +108,7 @@ class _PlainStep:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
 
 def _per_step(stamps: list[float], device) -> float:
@@ -160,6 +166,64 @@ def _bare_step(experiment, split: ImageSplit, total_steps: int, device):
         plain(pixel_values, targets)
 
     return step
+
+
+def total_steps(experiment, train_images: int) -> int:
+    """Optimizer steps of a run, as the Trainer counts them: max_steps, else ceil(epochs x full batches per epoch)."""
+    args = experiment.training
+    if args.max_steps > 0:
+        return args.max_steps
+    return math.ceil(args.num_train_epochs * (train_images // args.per_device_train_batch_size))
+
+
+def bare_train(experiment, data: ImageData, device, should_stop=lambda: False) -> tuple[torch.nn.Module, dict]:
+    """The experiment's whole recipe as a plain PyTorch loop, no Trainer: the model seeded and built as run.py builds
+    it, the data on the device, a fresh random order every epoch (full batches only), the run's `BatchAugment`
+    (compiled under torch_compile, like the Trainer's), `_PlainStep`'s optimizer, schedule and clipping.
+
+    -> (the trained model in eval mode, {"steps": steps run, "final_loss": mean loss of the last `logging_steps`
+    steps}). `should_stop()` is asked after every step (a wall-clock budget); the loss is read once, at the end.
+    """
+    args = experiment.training
+    b = args.per_device_train_batch_size
+    set_seed(args.seed)
+    config = with_labels(experiment.model, data.class_names)
+    model = ViTScratchForImageClassification(config).to(device).train()
+    steps = total_steps(experiment, len(data.train))
+    plain = _PlainStep(experiment, model, steps)
+    augment = BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
+                           label_smoothing=args.label_smoothing_factor).to(device)
+    augment_fn = torch.compile(augment, dynamic=False) if args.torch_compile else augment
+    images, labels = data.train.images.to(device), data.train.labels.to(device)
+    per_epoch = len(labels) // b
+    window = max(1, min(args.logging_steps if args.logging_steps >= 1 else 1, steps))
+    losses = torch.zeros(window, device=device)
+    step = 0
+    while step < steps and not (step and should_stop()):
+        if step % per_epoch == 0:
+            order = torch.randperm(len(labels), device=device)
+        index = order[(step % per_epoch) * b:][:b]
+        pixel_values, targets = augment_fn(images[index], labels[index])
+        losses[step % window] = plain(pixel_values, targets)
+        step += 1
+    filled = min(step, window)
+    return model.eval(), {"steps": step, "final_loss": float(losses[:filled].mean()) if filled else None}
+
+
+@torch.no_grad()
+def evaluate(model, augment: BatchAugment, split: ImageSplit, batch_size: int, bf16: bool) -> dict:
+    """{"accuracy", "loss"} of `model` on a split, normalised as evaluation does (no augmentation)."""
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    correct, loss = torch.zeros((), device=device), torch.zeros((), device=device)
+    for start in range(0, len(split), batch_size):
+        images = split.images[start:start + batch_size].to(device)
+        labels = split.labels[start:start + batch_size].to(device)
+        with autocast:
+            out = model(pixel_values=augment.normalize(images), labels=labels)
+        correct += (out.logits.argmax(-1) == labels).sum()
+        loss += out.loss.float() * len(labels)
+    return {"accuracy": correct.item() / len(split), "loss": loss.item() / len(split)}
 
 
 class _StepClock(TrainerCallback):

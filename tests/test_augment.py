@@ -247,13 +247,16 @@ def test_cuda_stays_on_device_without_sync():
     assert pixels.is_cuda and targets.is_cuda and pixels.shape == images.shape
 
 
-def test_compiled_augmentation_equals_eager(monkeypatch):
+@pytest.mark.parametrize("policy", ["randaugment", "autoaugment"])
+def test_compiled_augmentation_equals_eager(monkeypatch, policy):
     """Under torch_compile the Trainer runs the augmentation compiled; with inductor drawing its random numbers as
     eager does (fallback_random), every pixel and target must match the eager module's."""
     import torch._inductor.config as inductor_config
 
     monkeypatch.setattr(inductor_config, "fallback_random", True)
-    aug = make(label_smoothing=0.1, **{**ALL_ON, "mix_prob": 0.5, "random_erasing_prob": 0.25})
+    ops = 2 if policy == "randaugment" else 0
+    aug = make(label_smoothing=0.1, **{**ALL_ON, "policy": policy, "randaugment_num_ops": ops, "mix_prob": 0.5,
+                                       "random_erasing_prob": 0.25})
     compiled = torch.compile(aug, dynamic=False)
     images, labels = batch(b=64)
     for seed in range(3):

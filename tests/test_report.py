@@ -84,6 +84,15 @@ def test_curves_draw_the_re_evaluation_apart(tmp_path, history):
     assert lines(acc_ax) == {"during training": list(EVALS.items()), "final model, re-evaluated": [(200, 0.45)]}
 
 
+def test_curves_mark_the_final_models_training_accuracy(tmp_path):
+    """run.py's fit diagnosis (logged after the summary, before the re-evaluation) is one marker beside the curve."""
+    history = log_history()
+    history.insert(-1, {"train_clean_accuracy": 0.9, "train_clean_loss": 0.3, "epoch": 2.0, "step": 200})
+    _, acc_ax = plot_training_curves(history, tmp_path / "curves.png").axes
+    assert lines(acc_ax) == {"during training": list(EVALS.items()), "final model, re-evaluated": [(200, 0.45)],
+                             "final model on training images\n(un-augmented)": [(200, 0.9)]}
+
+
 def test_curves_before_the_re_evaluation(tmp_path):
     """Plotted before trainer.evaluate() (no re-evaluation logged yet): the curve alone, no marker."""
     _, acc_ax = plot_training_curves(log_history()[:-1], tmp_path / "curves.png").axes

@@ -233,6 +233,19 @@ def test_saved_model_reproduces_the_reported_test_accuracy_exactly(python_run, c
     top5 = (logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).double().mean().item()
     assert top5 == results["test_top_5_accuracy"]
 
+    # The fit diagnosis: the same model on the training images, un-augmented (all 64 of them here)
+    assert results["train_clean_images"] == TRAIN_IMAGES == len(data.train)
+    train_pixels = (data.train.images.float() / 255.0 - mean) / std
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            train_logits = model(pixel_values=train_pixels).logits
+    finally:
+        torch.set_num_threads(threads)
+    assert (train_logits.argmax(-1) == data.train.labels).double().mean().item() == results["train_clean_accuracy"]
+    assert classification_loss(train_logits, data.train.labels).item() == pytest.approx(
+        results["train_clean_loss"], rel=1e-6, abs=0)
+
 
 # ----------------------------------------------------------------------------------------------- 3. two processes
 
@@ -269,6 +282,19 @@ def test_start_up_summary_and_labelled_progress_bars(python_run):
     assert rows["output"] == str(python_run)
     assert f"validation (best checkpoint, {EVAL_IMAGES} images): 100%" in stderr
     assert f"test ({EVAL_IMAGES} images): 100%" in stderr and "train: 100%" in stderr
+    assert f"training images, un-augmented ({TRAIN_IMAGES} images): 100%" in stderr
+
+
+def test_run_ends_with_the_fit_diagnosis(python_run):
+    """Training accuracy on un-augmented images and the last training loss, beside validation: in the log, in
+    all_results.json and as a marker next to the validation curve."""
+    results = read_json(python_run / "all_results.json")
+    last_loss = [e["loss"] for e in log_history(python_run) if "loss" in e][-1]
+    assert results["train_final_loss"] == last_loss
+    stderr = (python_run.parent / "stderr.txt").read_text()
+    assert (f"fit: final model {100 * results['train_clean_accuracy']:.2f}% on {TRAIN_IMAGES} un-augmented training "
+            f"images, {100 * results['eval_accuracy']:.2f}% on validation; last training loss {last_loss:.4f} "
+            "(augmented batches)") in stderr
 
 
 def test_two_processes_first_step_loss_equals_one_process_with_the_same_global_batch(accelerate_2proc_run,

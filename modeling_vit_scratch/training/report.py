@@ -35,6 +35,7 @@ MAX_FIGURE_INCHES = 14  # the confusion matrix's wider side at any class count (
 MIN_TICK_FONT = 5.0  # points: tick labels that would be smaller are thinned out (every k-th class) instead
 PLACEHOLDER = "path/to/output_dir"  # the usage snippet's model when the card knows no Hub id
 HELD_OUT_SPLIT = "train (held-out validation)"  # the card's split name for dataset.validation_size's hold-out
+CLEAN_TRAIN_PREFIX = "train_clean"  # metrics of the final model on un-augmented training images (run.py)
 
 
 class TrainingLog(NamedTuple):
@@ -44,6 +45,7 @@ class TrainingLog(NamedTuple):
     evaluations: list[tuple[int, float]]  # validation accuracy, evaluated during training
     re_evaluations: list[tuple[int, float]]  # validation accuracy of the final model, evaluated after training
     summary: dict | None  # what Trainer logs when train() ends: train_loss (the run's mean), train_runtime, ...
+    clean_train: list[tuple[int, float]]  # accuracy of the final model on un-augmented training images
 
 
 def read_log_history(log_history: list[dict]) -> TrainingLog:
@@ -61,7 +63,8 @@ def read_log_history(log_history: list[dict]) -> TrainingLog:
         repeated = any(step == seen for seen, _ in evaluations)
         (re_evaluations if repeated else evaluations).append((step, accuracy))
     summary = log_history[end] if end < len(log_history) else None
-    return TrainingLog(_points(during, "loss"), evaluations, re_evaluations, summary)
+    return TrainingLog(_points(during, "loss"), evaluations, re_evaluations, summary,
+                       _points(after, f"{CLEAN_TRAIN_PREFIX}_accuracy"))
 
 
 def plot_training_curves(log_history: list[dict], path: PathLike) -> Figure:
@@ -85,6 +88,8 @@ def plot_training_curves(log_history: list[dict], path: PathLike) -> Figure:
         acc_ax.plot(*zip(*log.evaluations, strict=True), "o-", markersize=3, label="during training")
     if log.re_evaluations:
         acc_ax.plot(*log.re_evaluations[-1], "*", markersize=12, label="final model, re-evaluated")
+    if log.clean_train:  # far above validation: overfitting; close to it and low: underfitting
+        acc_ax.plot(*log.clean_train[-1], "s", markersize=8, label="final model on training images\n(un-augmented)")
     for ax, title, ylabel in ((loss_ax, "Training loss", "loss"), (acc_ax, "Validation accuracy", "accuracy")):
         if ax.lines:
             ax.legend(fontsize="small")

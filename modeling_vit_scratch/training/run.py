@@ -20,11 +20,12 @@ from ..modeling_vit_scratch import ViTScratchForImageClassification
 from .augment import BatchAugment
 from .checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
 from .config import Experiment
-from .data import ImageData, load_image_data
+from .data import ImageData, ImageSplit, load_image_data
 from .errors import ConfigError
 from .metrics import build_compute_metrics
 from .pretrained import load_pretrained
 from .report import (
+    CLEAN_TRAIN_PREFIX,
     confusion_matrix,
     device_name,
     effective_config,
@@ -39,6 +40,7 @@ from .trainer import DeviceImageDataset, ViTScratchTrainer
 logger = logging.getLogger("vit_scratch")
 
 PREVIEW_FILE = "augmentation_preview.png"
+CLEAN_TRAIN_IMAGES = 10_000  # training images the final model is evaluated on, un-augmented (the fit diagnosis)
 
 
 def with_labels(config: ViTScratchConfig, class_names: list[str]) -> ViTScratchConfig:
@@ -156,6 +158,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     results = {f"train_{k.removeprefix('train_')}": v for k, v in train_result.metrics.items()}
     results["train_wall_seconds"] = time.perf_counter() - start
+    results.update(fit_diagnosis(trainer, data.train))
     if data.validation is not None:
         best = "best checkpoint, " if args.load_best_model_at_end else ""
         trainer.progress_label = f"validation ({best}{len(data.validation):,} images)"
@@ -169,6 +172,12 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
                    train_images=len(data.train), eval_images=len(data.validation or ()),
                    test_images=len(data.test or ()))
 
+    if trainer.is_world_process_zero():
+        logger.info("fit: final model %.2f%% on %s un-augmented training images, %s; last training loss %s "
+                    "(augmented batches)", 100 * results[f"{CLEAN_TRAIN_PREFIX}_accuracy"],
+                    f"{results[f'{CLEAN_TRAIN_PREFIX}_images']:,}",
+                    f"{100 * results['eval_accuracy']:.2f}% on validation" if "eval_accuracy" in results
+                    else "no validation", _format(results.get("train_final_loss")))
     trainer.save_model()  # the final model: best on validation when load_best_model_at_end
     trainer.save_state()
     if trainer.is_world_process_zero():
@@ -176,6 +185,24 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     if args.push_to_hub:
         trainer.push_to_hub(commit_message="End of training")
     return results
+
+
+def fit_diagnosis(trainer: ViTScratchTrainer, train: ImageSplit) -> dict:
+    """Under- or overfitting, in numbers: the final model's accuracy and loss on the first `CLEAN_TRAIN_IMAGES`
+    training images as evaluation sees them (no augmentation), and the last logged training loss (on augmented,
+    possibly mixed batches). Far above validation: overfitting; close to it and low: underfitting."""
+    n = min(len(train), CLEAN_TRAIN_IMAGES)
+    trainer.progress_label = f"training images, un-augmented ({n:,} images)"
+    metrics = trainer.evaluate(DeviceImageDataset(ImageSplit(train.images[:n], train.labels[:n])),
+                               metric_key_prefix=CLEAN_TRAIN_PREFIX)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    keep = ("accuracy", "loss")
+    return {**{f"{CLEAN_TRAIN_PREFIX}_{k}": metrics[f"{CLEAN_TRAIN_PREFIX}_{k}"] for k in keep},
+            f"{CLEAN_TRAIN_PREFIX}_images": n, "train_final_loss": losses[-1] if losses else None}
+
+
+def _format(value: float | None) -> str:
+    return "not logged" if value is None else f"{value:.4f}"
 
 
 def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Experiment, data: ImageData,

@@ -228,6 +228,9 @@ class ViTScratchTrainer(Trainer):
     def predict(self, test_dataset, *args, **kwargs):
         return super().predict(self._on_device(test_dataset), *args, **kwargs)
 
+    def evaluate(self, eval_dataset=None, *args, **kwargs):
+        return super().evaluate(self._on_device(eval_dataset), *args, **kwargs)
+
     def _on_device(self, dataset):
         """A DeviceImageDataset moves to the training device (once; a no-op after); other datasets pass through."""
         if isinstance(dataset, DeviceImageDataset):

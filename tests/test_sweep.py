@@ -1,0 +1,101 @@
+"""bench/sweep.py: every committed sweep file runs at tiny size on the CPU (a device's minutes are never spent on a
+variant that crashes), its outputs hold what the issue asks, and a failing variant is recorded without stopping
+the others. bench/steps.py's bare loop (the Trainer's yardstick) learns."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import REPO, subprocess_env
+
+sys.path.insert(0, str(REPO / "bench"))
+from steps import bare_train, evaluate, total_steps  # noqa: E402
+
+SWEEPS = sorted((REPO / "bench" / "sweeps").glob("*.json"))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def sweep(path: Path, out_dir: Path, cifar10_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "bench/sweep.py", str(path), "--tiny", "--dataset", str(cifar10_path),
+                           "--out-dir", str(out_dir), *extra], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path):
+    assert SWEEPS, "bench/sweeps/ holds no sweep"
+    proc = sweep(path, tmp_path, cifar10_path)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    names = [v["name"] for v in json.loads(path.read_text())["variants"]]
+    assert [row["name"] for row in report["variants"]] == names and report["tiny"] is True
+    for row in report["variants"]:
+        assert "error" not in row, row
+        for key in ("test_accuracy", "eval_accuracy", "train_clean_accuracy"):
+            assert 0.0 <= row[key] <= 1.0, (row["name"], key)
+        assert row["train_final_loss"] > 0 and row["epochs"] == 2 and not row["schedule_cut"]
+        assert row["curve"] and all(0.0 <= acc <= 1.0 for _, _, acc in row["curve"])
+        if row["path"] == "trainer":  # an evaluation every epoch (tiny keeps the config's eval strategy)
+            assert [step for _, step, _ in row["curve"]] == [8, 16]
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| variant | path | test |" in proc.stdout
+
+
+def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, cifar10_path):
+    spec = {"config": "configs/cifar10_cpu.json", "budget_minutes": 2,
+            "variants": [{"name": "typo", "set": {"training.learnig_rate": 0.1}},
+                         {"name": "good", "set": {"dataset.augmentation.policy": "autoaugment"}}]}
+    path = tmp_path / "sweep_spec.json"
+    path.write_text(json.dumps(spec))
+    proc = sweep(path, tmp_path / "out", cifar10_path)
+    assert proc.returncode == 1
+    typo, good = json.loads((tmp_path / "out" / "sweep.json").read_text())["variants"]
+    assert "unknown key training.learnig_rate" in typo["error"]
+    assert "error" not in good and 0.0 <= good["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"config": "configs/cifar10_cpu.json", "budget_minutes": 1, "variants": []}, "no variants"),
+    ({"config": "configs/cifar10_cpu.json", "variants": [{"name": "a"}]}, "no budget_minutes"),
+    ({"config": "configs/cifar10_cpu.json", "budget_minutes": 1, "variants": [{"name": "a"}, {"name": "a"}]},
+     "unique name"),
+    ({"config": "configs/cifar10_cpu.json", "budget_minutes": 1, "variants": [{"name": "a", "path": "fast"}]},
+     "path must be one of"),
+    ({"config": "configs/cifar10_cpu.json", "budget": 1, "variants": [{"name": "a"}]}, "unknown key 'budget'"),
+])
+def test_bad_sweep_files_are_refused_before_any_work(tmp_path, spec, message):
+    import sweep as sweep_module
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(SystemExit, match=message):
+        sweep_module.main([str(path), "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_bare_loop_learns_and_counts_steps_as_the_trainer(cifar10_path):
+    """The yardstick must itself train: 3 epochs of a small model on 512 images beat chance on those images, and
+    it runs exactly the Trainer's number of steps (ceil(epochs x full batches))."""
+    from modeling_vit_scratch.training.augment import BatchAugment
+    from modeling_vit_scratch.training.config import build_experiment
+    from modeling_vit_scratch.training.data import load_image_data
+
+    experiment = build_experiment({
+        "dataset": {"name": str(cifar10_path), "validation_size": 64, "max_train_samples": 512,
+                    "max_test_samples": 64},
+        "model": {"hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 96},
+        "training": {"output_dir": "unused", "num_train_epochs": 2.5, "per_device_train_batch_size": 64,
+                     "learning_rate": 3e-3, "logging_steps": 5, "use_cpu": True, "seed": 0}})
+    data = load_image_data(experiment.dataset, 32, 3)
+    assert total_steps(experiment, len(data.train)) == 20  # ceil(2.5 x 8)
+    torch.manual_seed(0)
+    model, info = bare_train(experiment, data, "cpu")
+    assert info["steps"] == 20 and 0 < info["final_loss"] < 2.3
+    augment = BatchAugment(experiment.dataset.augmentation, data.mean, data.std, 10)
+    assert evaluate(model, augment, data.train, 256, bf16=False)["accuracy"] > 0.2
+    stopped, info = bare_train(experiment, data, "cpu", should_stop=lambda: True)
+    assert info["steps"] == 1  # a budget that is already over still runs one step, then stops
