@@ -121,7 +121,8 @@ def commit() -> str:
         return "unknown"
 
 
-def write_readme_table(rows: list[dict]) -> None:
+def readme_table(rows: list[dict]) -> str:
+    """The README's results table, from bench/results.json's rows, markers included."""
     lines = [TABLE_START, "| config | test accuracy (mean ± std) | seeds | budget | train time | wall, start to test | "
              "hardware | commit |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -131,9 +132,13 @@ def write_readme_table(rows: list[dict]) -> None:
                      f"{', '.join(map(str, row['seeds']))} | {row['budget_minutes']:g} min | "
                      f"{row['train_seconds_mean'] / 60:.1f} min | {wall} | {row['hardware']} | {row['commit']} |")
     lines.append(TABLE_END)
+    return "\n".join(lines)
+
+
+def write_readme_table(rows: list[dict]) -> None:
     text = README.read_text()
     start, end = text.index(TABLE_START), text.index(TABLE_END) + len(TABLE_END)
-    README.write_text(text[:start] + "\n".join(lines) + text[end:])
+    README.write_text(text[:start] + readme_table(rows) + text[end:])
 
 
 def main():

@@ -99,3 +99,11 @@ def test_bare_loop_learns_and_counts_steps_as_the_trainer(cifar10_path):
     assert evaluate(model, augment, data.train, 256, bf16=False)["accuracy"] > 0.2
     stopped, info = bare_train(experiment, data, "cpu", should_stop=lambda: True)
     assert info["steps"] == 1  # a budget that is already over still runs one step, then stops
+
+
+def test_readme_results_table_is_what_time_to_accuracy_writes():
+    """The README's results table is bench/results.json rendered by time_to_accuracy.py, never edited by hand."""
+    import time_to_accuracy
+
+    rows = json.loads(time_to_accuracy.RESULTS.read_text())
+    assert time_to_accuracy.readme_table(rows) in (REPO / "README.md").read_text()
