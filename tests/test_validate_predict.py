@@ -265,6 +265,8 @@ def test_validate_refuses_a_model_of_other_classes(tmp_path, cifar10_path, capsy
     (["--split", "valid"], "split 'valid': "),
     (["--output-dir", "{model}"], "a model folder; its files would be overwritten"),
     (["--output-dir", "{file}"], "a file; expected a folder"),  # found before the evaluation, not after it
+    (["--output-dir", "/proc/run"], "--output-dir /proc/run: cannot create it (making a folder in /proc fails: "),
+    (["--output-dir", "{file}/run"], "/file/run: cannot create it ("),  # the folder's parent is a file
 ])
 def test_validate_errors_name_the_problem_and_write_nothing(tiny_model, tmp_path, cifar10_path, capsys, args,
                                                             message):
