@@ -587,6 +587,22 @@ def bad_data(tmp_path_factory, cifar10_path) -> dict[str, Path]:
     datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"image": values, "label": int_labels}, features=int_features),
     }).save_to_disk(str(root / "int_labels"))
+    # Parquet in the Hub layout, `label` a ClassLabel of 10 names, row 5 of one split holding label 12: datasets
+    # reads it without a word (it does not enforce a ClassLabel's range on read).
+    ten = datasets.ClassLabel(names=[f"c{i}" for i in range(10)])
+    for bad_split in ("train", "test"):
+        folder = root / f"classlabel_{bad_split}" / "data"
+        for split in ("train", "test"):
+            path = folder / f"{split}-00000-of-00001.parquet"
+            datasets.Dataset.from_dict({"image": values[:24], "label": [i % 10 for i in range(24)]},
+                                       features=datasets.Features({"image": datasets.Image(), "label": ten})
+                                       ).to_parquet(str(path))
+        table = pq.read_table(folder / f"{bad_split}-00000-of-00001.parquet")  # its schema says ClassLabel
+        labels = table.column("label").to_pylist()
+        labels[5] = 12
+        table = table.set_column(table.schema.get_field_index("label"), table.schema.field("label"),
+                                 pa.array(labels, table.schema.field("label").type))
+        pq.write_table(table, folder / f"{bad_split}-00000-of-00001.parquet")
     # The CIFAR-10 python version with an empty test batch (datasets itself cannot load an empty split).
     cifar = root / "empty_test" / "cifar-10-batches-py"
     cifar.mkdir(parents=True)
@@ -651,7 +667,15 @@ BAD_INPUTS = [
      "frog, horse, ship, truck); remove model.num_labels or set it to 10"),
     ("integer label outside num_labels", ["--dataset.name", "{data}/int_labels", "--dataset.validation_size", "4",
                                           "--dataset.test_split", "null", "--model.num_labels", "5"],
-     "dataset '{data}/int_labels', split 'train', row 5: label 7 is outside [0, 5) (1 bad rows)"),
+     "dataset '{data}/int_labels', split 'train', row 5: label 7 is outside [0, 5) (model.num_labels=5)"),
+    ("ClassLabel label past the names in train", ["--dataset.name", "{data}/classlabel_train",
+                                                  "--dataset.validation_size", "4"],
+     "dataset '{data}/classlabel_train', split 'train', row 5: label 12 is outside [0, 10) (the dataset's 10 class "
+     "names)"),
+    ("ClassLabel label past the names in test", ["--dataset.name", "{data}/classlabel_test",
+                                                 "--dataset.validation_size", "4"],
+     "dataset '{data}/classlabel_test', split 'test', row 5: label 12 is outside [0, 10) (the dataset's 10 class "
+     "names)"),
     ("empty split", ["--dataset.name", "{data}/empty_test", "--dataset.validation_size", "8"],
      "dataset '{data}/empty_test', split 'test': the split is empty"),
     ("empty parquet split", ["--dataset.name", "{data}/empty_parquet", "--dataset.validation_size", "8"],
