@@ -598,10 +598,10 @@ def bad_data(tmp_path_factory, cifar10_path) -> dict[str, Path]:
                                        features=datasets.Features({"image": datasets.Image(), "label": ten})
                                        ).to_parquet(str(path))
         table = pq.read_table(folder / f"{bad_split}-00000-of-00001.parquet")  # its schema says ClassLabel
-        labels = table.column("label").to_pylist()
-        labels[5] = 12
+        past_the_names = table.column("label").to_pylist()
+        past_the_names[5] = 12
         table = table.set_column(table.schema.get_field_index("label"), table.schema.field("label"),
-                                 pa.array(labels, table.schema.field("label").type))
+                                 pa.array(past_the_names, table.schema.field("label").type))
         pq.write_table(table, folder / f"{bad_split}-00000-of-00001.parquet")
     # The CIFAR-10 python version with an empty test batch (datasets itself cannot load an empty split).
     cifar = root / "empty_test" / "cifar-10-batches-py"
