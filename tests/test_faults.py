@@ -14,6 +14,8 @@ mixup/cutmix and random erasing all draw from the RNGs that a checkpoint must re
 """
 
 import contextlib
+import errno
+import functools
 import io
 import json
 import multiprocessing
@@ -539,6 +541,184 @@ def test_nan_with_epoch_checkpoints_is_caught_before_the_epoch_end_save(tmp_path
     assert torch.isfinite(torch.cat([t.flatten() for t in weights(out / "checkpoint-4").values()])).all()
     for name in FINAL_FILES:
         assert not (out / name).exists()
+
+
+# ----------------------------------------------------------------------------------------------- a full disk
+
+NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
+FREE = r"\d+(\.\d)? [kMGT]?B free there"  # how the free space is shown
+
+
+class _FillsUp(io.RawIOBase):
+    """A file that takes `room` bytes, then fails as a full disk does (OSError ENOSPC)."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            self.file.write(bytes(data[: self.room]))
+            self.room = 0
+            raise OSError(errno.ENOSPC, NO_SPACE)
+        self.room -= len(data)
+        return self.file.write(data)
+
+
+def _disk_full(folder: str, file: str, how: str):
+    """Test hook (runs in the child): writing `file` into `folder` (a checkpoint's; "final": any other, where the final
+    model is written) fails as on a full disk, each writer its own way (measured on a full tmpfs): safetensors raises
+    SafetensorError("... (os error 28)"), not an OSError; torch.save's C++ writer a RuntimeError, here with the OS's
+    error as its context (it writes through a file object that fills up); "OSError": the writer raises
+    OSError(ENOSPC) naming the file. Each leaves the part written before the disk filled."""
+    import torch
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    def hit(path) -> bool:
+        if not (isinstance(path, (str, os.PathLike)) and Path(path).name == file):
+            return False
+        parent = Path(path).parent.name
+        return parent == folder if folder != "final" else not parent.startswith("checkpoint-")
+
+    if how == "safetensors":
+        save_file = transformers.modeling_utils.safe_save_file
+
+        def full_save_file(tensors, filename, metadata=None):
+            if not hit(filename):
+                return save_file(tensors, filename, metadata=metadata)
+            Path(filename).write_bytes(b"\0" * 1000)
+            raise SafetensorError(f"Error while serializing: I/O error: {NO_SPACE} (os error {errno.ENOSPC})")
+
+        transformers.modeling_utils.safe_save_file = full_save_file
+        return
+    save = torch.save
+
+    def full_save(obj, f, *args, **kwargs):
+        if not hit(f):
+            return save(obj, f, *args, **kwargs)
+        if how == "OSError":
+            Path(f).write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, NO_SPACE, str(f))
+        with open(f, "wb") as real:
+            save(obj, _FillsUp(real, 1000), *args, **kwargs)
+
+    torch.save = full_save
+
+
+@pytest.mark.parametrize("file, how", [("model.safetensors", "safetensors"), ("optimizer.pt", "torch"),
+                                       ("rng_state.pth", "OSError")])
+def test_full_disk_in_a_checkpoint_ends_in_one_line_and_resume_finishes_the_run(every_step_run, tmp_path,
+                                                                                 cifar10_path, file, how):
+    """The disk fills while checkpoint-6 is written (before: torch's `RuntimeError: basic_ios::clear: iostream error`
+    as a traceback). Now exit 1 and one `error:` line naming the file, the cause, the free space, the last complete
+    checkpoint and --resume; no final file is written. Once there is room, --resume skips the torn checkpoint-6 and
+    ends exactly like the uninterrupted run."""
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    out = tmp_path / "out"
+    run = finished(train_run(config, out, hook=functools.partial(_disk_full, "checkpoint-6", file, how)), expect=1)
+    log = run.text()
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in log, log[-6000:]
+    assert re.fullmatch(re.escape(f"error: cannot write {out / 'checkpoint-6' / file}: {NO_SPACE} (") + FREE
+                        + re.escape(f"); the last complete checkpoint is {out / 'checkpoint-5'}: make room, then "
+                                    "continue with --resume"), errors[0]), errors[0]
+    assert checkpoints(out) == [1, 2, 3, 4, 5, 6]
+    for name in FINAL_FILES:
+        assert not (out / name).exists()
+
+    log = finished(train_run(config, out, "--resume", name="resumed")).text()
+    assert f"skipping incomplete checkpoint {out / 'checkpoint-6'}" in log
+    assert_same_run(out, every_step_run)
+
+
+def test_full_disk_in_the_final_save_leaves_no_model_that_looks_complete(every_step_run, tmp_path, cifar10_path):
+    """The disk fills while the final model.safetensors is written. It is written under a temporary folder and renamed
+    in only when complete: no torn model.safetensors in output_dir (before, the torn file had the final name), no
+    temporary folder left, exit 1 naming the file and checkpoint-10; --resume then only finishes the run."""
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    out = tmp_path / "out"
+    log = finished(train_run(config, out, hook=functools.partial(_disk_full, "final", "model.safetensors",
+                                                                 "safetensors")), expect=1).text()
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in log, log[-6000:]
+    assert re.fullmatch(re.escape(f"error: cannot write {out / 'model.safetensors'}: {NO_SPACE} (") + FREE
+                        + re.escape(f"); the last complete checkpoint is {out / f'checkpoint-{MAX_STEPS}'}: make "
+                                    "room, then continue with --resume"), errors[0]), errors[0]
+    assert not (out / "model.safetensors").exists() and not list(out.glob(".*"))
+    for name in FINAL_FILES:
+        assert not (out / name).exists()
+    log = finished(train_run(config, out, "--resume", name="resumed")).text()
+    assert f"--resume: continuing from {out / f'checkpoint-{MAX_STEPS}'}" in log
+    assert_same_run(out, every_step_run)
+
+
+def test_space_estimate_matches_what_a_run_wrote(every_step_run):
+    """The start-of-run estimate against the reference run's files: each checkpoint's size within 25% (weights, 2 Adam
+    states per parameter, the small files), the final model's within 5%, and how many checkpoints are on disk at
+    once for each save setting (10 steps, 4 per epoch)."""
+    import dataclasses
+
+    from modeling_vit_scratch import ViTScratchForImageClassification
+    from modeling_vit_scratch.training.writes import bytes_to_write
+
+    model = ViTScratchForImageClassification.from_pretrained(every_step_run)
+    args = torch.load(every_step_run / "training_args.bin", weights_only=False)
+    count, checkpoint, final = bytes_to_write(model, args, total_steps=MAX_STEPS, steps_per_epoch=4)
+    assert count == MAX_STEPS  # a save every step, no save_total_limit
+    for step in checkpoints(every_step_run):
+        size = sum(p.stat().st_size for p in (every_step_run / f"checkpoint-{step}").iterdir())
+        assert 0.75 * size < checkpoint < 1.25 * size, (step, size, checkpoint)
+    assert final == pytest.approx((every_step_run / "model.safetensors").stat().st_size, rel=0.05)
+    for changes, expected in (({"save_total_limit": 2}, 3), ({"save_strategy": "epoch"}, 3),
+                              ({"save_strategy": "no"}, 0), ({"save_steps": 4, "save_total_limit": 5}, 3)):
+        assert bytes_to_write(model, dataclasses.replace(args, **changes), MAX_STEPS, 4)[0] == expected, changes
+
+
+def _little_free_space():
+    """Test hook (runs in the child): the output folder's filesystem reports 900 bytes free."""
+    from modeling_vit_scratch.training import writes
+
+    writes.free_bytes = lambda path: 900
+
+
+def test_too_little_free_space_is_warned_of_at_start_and_the_run_goes_on(tmp_path, cifar10_path):
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    out = tmp_path / "out"
+    log = finished(train_run(config, out, hook=_little_free_space)).text()
+    warning = re.search(rf"training.output_dir={re.escape(repr(str(out)))}: 900 B free, but this run writes about "
+                        r"(\d+\.\d) MB: 10 checkpoints at once \(every save\) of (\d+\.\d) kB each \(weights and "
+                        r"optimizer state\), and the final model of (\d+\.\d) kB; it may stop on a full disk", log)
+    assert warning, log[-4000:]
+    total_mb, checkpoint_kb, final_kb = map(float, warning.groups())
+    assert total_mb * 1000 == pytest.approx(10 * checkpoint_kb + final_kb, abs=50)  # 10 x checkpoint + final model
+    assert log.index(warning[0]) < log.index("'loss':")  # at the start
+    for name in FINAL_FILES:
+        assert (out / name).exists()
+
+
+@pytest.mark.parametrize("cut", ["header", "half", "last byte"])
+def test_a_torn_model_safetensors_never_loads(saved_model, tmp_path, cut):
+    """What a write cut short leaves: from_pretrained (our class and the Auto class) and pipeline fail, naming the
+    file's problem, rather than load part of the weights."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForImageClassification, ViTImageProcessorPil, pipeline
+
+    from modeling_vit_scratch import ViTScratchForImageClassification
+
+    torn = tmp_path / "torn"
+    shutil.copytree(saved_model, torn)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(torn)  # all that pipeline needs
+    data = (torn / "model.safetensors").read_bytes()
+    keep = {"header": 20, "half": len(data) // 2, "last byte": len(data) - 1}[cut]
+    (torn / "model.safetensors").write_bytes(data[:keep])
+    for load in (ViTScratchForImageClassification.from_pretrained, AutoModelForImageClassification.from_pretrained,
+                 lambda folder: pipeline("image-classification", model=str(folder))):
+        with pytest.raises(SafetensorError, match="Error while deserializing header: (invalid header length|incomplete "
+                                                  "metadata, file not fully covered)"):
+            load(torn)
 
 
 # ----------------------------------------------------------------------------------------------- 5. bad inputs

@@ -27,6 +27,11 @@ class NonFiniteLossError(TrainingStopped):
     """The training loss became NaN or inf; no checkpoint of that step was written (exit 1)."""
 
 
+class WriteFailed(TrainingStopped):
+    """A file of the run could not be written (a full disk, say): the message names it, the cause, the free space and
+    the last complete checkpoint to continue from with --resume (exit 1)."""
+
+
 class Preempted(TrainingStopped):
     """SIGTERM: a checkpoint was saved and training stopped; the run continues with --resume."""
 

@@ -395,8 +395,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not error.filename:  # a failed write() names no file: name the one meant
+            error.filename = str(path)
         raise
 
 
