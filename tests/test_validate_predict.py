@@ -210,6 +210,7 @@ def test_validate_cli_equals_an_independent_forward_pass(tiny_model, cifar10_pat
                         "--dataset.max_test_samples", "50", "--batch-size", "16", cwd=tmp_path))
     out = tmp_path / f"validate-{tiny_model.name}-cifar10-test"  # in the current folder, never in the model's
     results = read_json(out / "eval_results.json")
+    assert "requires torchvision" not in proc.stderr  # the saved processor loads as the PIL one, without a warning
     assert_png(out / "confusion_matrix.png")
     assert no_temp_files(tiny_model)
 

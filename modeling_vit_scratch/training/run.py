@@ -12,7 +12,7 @@ import math
 import time
 from pathlib import Path
 
-from transformers import ViTImageProcessor, set_seed
+from transformers import ViTImageProcessorPil, set_seed
 from transformers.image_utils import PILImageResampling
 from transformers.trainer import TRAINER_STATE_NAME
 
@@ -52,9 +52,13 @@ def with_labels(config: ViTScratchConfig, class_names: list[str]) -> ViTScratchC
     return config
 
 
-def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImageProcessor:
-    """What `pipeline` and users apply to a PIL image: resize to the model's size, scale, normalise by the data."""
-    return ViTImageProcessor(
+def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImageProcessorPil:
+    """What `pipeline` and users apply to a PIL image: resize to the model's size, scale, normalise by the data.
+
+    The PIL backend, as this project installs no torchvision (`ViTImageProcessor` is the torchvision one: without it,
+    transformers falls back to this class with a warning). The saved `image_processor_type` is "ViTImageProcessor",
+    the family, so that AutoImageProcessor loads it with whichever backend the reader has."""
+    return ViTImageProcessorPil(
         do_resize=True,
         size={"height": config.image_size, "width": config.image_size},
         resample=PILImageResampling.BICUBIC,
