@@ -242,11 +242,13 @@ def _source(splits: dict[str, Any], split: str, key: str, args: DataArguments, i
     limit = np.iinfo(np.int64).max if classes is None else classes
     bad = np.flatnonzero((source.labels < 0) | (source.labels >= limit))
     if len(bad):
-        allowed = f"[0, {classes})" if classes is not None else ">= 0"
-        why = f" (the dataset's {classes} class names)" if source.class_names is not None else \
-            f" (model.num_labels={num_labels})" if num_labels is not None else ""
-        raise DataError(f"{where}, row {bad[0]}: label {source.labels[bad[0]]} is outside {allowed}{why}"
-                        f"{f'; {len(bad)} rows in all' if len(bad) > 1 else ''}")
+        start, more = f"{where}, row {bad[0]}: label {source.labels[bad[0]]}", \
+            f"; {len(bad)} rows in all" if len(bad) > 1 else ""
+        if source.class_names is not None:
+            raise DataError(f"{start} is outside [0, {classes}) (the dataset's {classes} class names){more}")
+        if num_labels is not None:
+            raise DataError(f"{start} is outside [0, {classes}) (model.num_labels={num_labels}){more}")
+        raise DataError(f"{start} is outside >= 0{more}")
     return source
 
 

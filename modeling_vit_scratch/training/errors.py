@@ -49,10 +49,11 @@ def check_writable(path: str | Path, label: str, folder: bool) -> None:
                           f"{'a folder' if folder else 'a file name'}")
     target = path if folder else path.parent
     existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
-    what = "cannot write into it" if existing == path else "cannot create it"
     if not existing.is_dir():
-        raise ConfigError(f"{label}: {what} ({existing} is a file, not a folder)")
+        raise ConfigError(f"{label}: cannot create it ({existing} is a file, not a folder)")
     try:
         Path(tempfile.mkdtemp(dir=existing, prefix=".write-check-")).rmdir()
     except OSError as err:
-        raise ConfigError(f"{label}: {what} (making a folder in {existing} fails: {err.strerror})") from None
+        if existing == path:
+            raise ConfigError(f"{label}: cannot write into it ({err.strerror})") from None
+        raise ConfigError(f"{label}: cannot create it (making a folder in {existing} fails: {err.strerror})") from None
