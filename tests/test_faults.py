@@ -655,6 +655,58 @@ def test_full_disk_in_the_final_save_leaves_no_model_that_looks_complete(every_s
     assert_same_run(out, every_step_run)
 
 
+@contextlib.contextmanager
+def tiny_filesystem(folder: Path, size: str):
+    """A tmpfs of `size` mounted at `folder` for the block (root only: the test is skipped elsewhere)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)  # at once, even while a file is still open
+
+
+def test_a_real_full_disk_ends_in_one_line_and_resume_finishes_once_there_is_room(every_step_run, tmp_path,
+                                                                                   cifar10_path):
+    """output_dir on a real 1 MB filesystem: the start files and two checkpoints fit, the third does not. Whichever
+    file the disk fills on (each writer fails its own way: torch's keeps the OS's error to itself), the one `error:`
+    line says `No space left on device`; a warning at the start said the space was short. Grown to 16 MB, the run
+    continues with --resume and ends exactly like the uninterrupted run."""
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    with tiny_filesystem(tmp_path / "disk", "1m") as out:  # the log goes beside it, not onto it
+        log = finished(train_run(config, out), expect=1).text()
+        errors = [line for line in log.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in log, log[-6000:]
+        print(f"\n{errors[0]}")
+        assert re.fullmatch(re.escape(f"error: cannot write {out}/") + r"checkpoint-\d+/\S+" + re.escape(
+            f": {NO_SPACE} (") + FREE + re.escape(f"); the last complete checkpoint is {out}/checkpoint-") + r"\d+"
+            + re.escape(": make room, then continue with --resume"), errors[0]), errors[0]
+        assert f"training.output_dir={str(out)!r}: " in log and "it may stop on a full disk" in log
+        subprocess.run(["mount", "-o", "remount,size=16m", str(out)], check=True)
+        finished(train_run(config, out, "--resume", name="resumed"))
+        assert_same_run(out, every_step_run)
+
+
+def test_torch_save_on_a_real_full_disk_is_named_as_one(tmp_path):
+    """torch.save given a path raises only its C++ writer's RuntimeError on a full disk (the issue's case: no OS
+    error in it); the message still names the file and says `No space left on device` (from a test write)."""
+    from modeling_vit_scratch.training.errors import WriteFailed
+    from modeling_vit_scratch.training.writes import failed_writes_end_the_run
+
+    with tiny_filesystem(tmp_path / "disk", "256k") as out:
+        folder = out / "checkpoint-3"
+        folder.mkdir()
+        with pytest.raises(WriteFailed) as stopped:
+            with failed_writes_end_the_run(out, into=folder):
+                torch.save({"exp_avg": torch.zeros(200_000)}, folder / "optimizer.pt")
+        assert isinstance(stopped.value.__cause__, RuntimeError)  # torch's own, without the OS's error
+        assert re.fullmatch(re.escape(f"cannot write {folder / 'optimizer.pt'}: {NO_SPACE} (") + FREE + re.escape(
+            "); no checkpoint is complete yet: make room, then start the run again with --resume"),
+            str(stopped.value)), stopped.value
+
+
 def test_space_estimate_matches_what_a_run_wrote(every_step_run):
     """The start-of-run estimate against the reference run's files: each checkpoint's size within 25% (weights, 2 Adam
     states per parameter, the small files), the final model's within 5%, and how many checkpoints are on disk at

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +32,11 @@ TORCH_WRITER_FAILED = re.compile(r"inline_container|PytorchStreamWriter|iostream
 CHECKPOINT_EXTRA_BYTES = 100_000
 
 
-def write_failure_cause(error: BaseException) -> str | None:
-    """Why `error` is a failed write (the OS's words where they can be found), or None when it is another error."""
+def write_failure_cause(error: BaseException, folder: Path | None = None) -> str | None:
+    """Why `error` is a failed write (the OS's words where they can be found), or None when it is another error.
+
+    torch's C++ writer, given a path, keeps the OS's error to itself: then a test write of 1 MB into `folder` asks
+    the filesystem (a full disk answers ENOSPC), and torch's own words are shown only when that write succeeds."""
     if isinstance(error, OSError):
         return error.strerror or str(error)
     text = str(error).strip()
@@ -41,7 +45,21 @@ def write_failure_cause(error: BaseException) -> str | None:
     if isinstance(error, RuntimeError) and TORCH_WRITER_FAILED.search(text):
         if isinstance(error.__context__, OSError):  # written through a Python file object: the OS's error is known
             return error.__context__.strerror or str(error.__context__)
-        return f"torch's writer failed: {text.splitlines()[0] if text else type(error).__name__}"
+        return (folder is not None and _test_write(folder)) or \
+            f"torch's writer failed: {text.splitlines()[0] if text else type(error).__name__}"
+    return None
+
+
+def _test_write(folder: Path) -> str | None:
+    """The OS's error for a 1 MB write into `folder` (its nearest existing folder; the file is removed), or None."""
+    folder = next(p for p in (folder, *folder.parents) if p.is_dir())
+    try:
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(bytes(1_000_000))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        return error.strerror or str(error)
     return None
 
 
@@ -56,10 +74,10 @@ def failed_writes_end_the_run(output_dir: str | Path, into: Path | None = None,
     except WriteFailed:
         raise
     except Exception as error:
-        cause = write_failure_cause(error)
-        if cause is None:
+        if write_failure_cause(error) is None:  # not a write that failed: its own message
             raise
         path = _failed_file(error, into, shown_in) or Path(output_dir)
+        cause = write_failure_cause(error, into or path.parent)
         raise WriteFailed(write_failure_message(path, cause, output_dir)) from error
 
 
