@@ -634,6 +634,40 @@ def test_full_disk_in_a_checkpoint_ends_in_one_line_and_resume_finishes_the_run(
     assert_same_run(out, every_step_run)
 
 
+def _rename_fails(name: str):
+    """Test hook (runs in the child): putting `name` in place fails as a full disk makes a write() fail (ENOSPC, no
+    file named)."""
+    replace = os.replace
+
+    def full_replace(source, destination, *args, **kwargs):
+        if Path(destination).name == name:
+            raise OSError(errno.ENOSPC, NO_SPACE)
+        return replace(source, destination, *args, **kwargs)
+
+    os.replace = full_replace
+
+
+@pytest.mark.parametrize("name", ["augmentation_preview.png", "README.md"])
+def test_full_disk_writing_a_figure_or_the_card_names_it_and_says_how_to_go_on(every_step_run, tmp_path,
+                                                                                cifar10_path, name):
+    """The start's figure (no checkpoint yet) and the end's card (after checkpoint-10): one `error:` line naming the
+    file, exit 1, and the way on it gives (--resume starting the run again, or finishing it) ends like the
+    uninterrupted run."""
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    out = tmp_path / "out"
+    log = finished(train_run(config, out, hook=functools.partial(_rename_fails, name)), expect=1).text()
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in log, log[-6000:]
+    then = ("no checkpoint is complete yet: make room, then start the run again with --resume" if name != "README.md"
+            else f"the last complete checkpoint is {out / f'checkpoint-{MAX_STEPS}'}: make room, then continue with "
+                 "--resume")
+    assert re.fullmatch(re.escape(f"error: cannot write {out / name}: {NO_SPACE} (") + FREE + re.escape(f"); {then}"),
+                        errors[0]), errors[0]
+    assert not list(out.glob(".*"))  # no temporary file left
+    finished(train_run(config, out, "--resume", name="resumed"))
+    assert_same_run(out, every_step_run)
+
+
 def test_full_disk_in_the_final_save_leaves_no_model_that_looks_complete(every_step_run, tmp_path, cifar10_path):
     """The disk fills while the final model.safetensors is written. It is written under a temporary folder and renamed
     in only when complete: no torn model.safetensors in output_dir (before, the torn file had the final name), no
@@ -696,6 +730,7 @@ def test_torch_save_on_a_real_full_disk_is_named_as_one(tmp_path):
     from modeling_vit_scratch.training.writes import failed_writes_end_the_run
 
     with tiny_filesystem(tmp_path / "disk", "256k") as out:
+        (out / "experiment.json").write_text("{}")  # a run's first file
         folder = out / "checkpoint-3"
         folder.mkdir()
         with pytest.raises(WriteFailed) as stopped:

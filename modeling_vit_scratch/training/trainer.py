@@ -324,8 +324,9 @@ class ViTScratchTrainer(Trainer):
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
         if not self.args.should_save or target.resolve() != Path(self.args.output_dir).resolve():
             return super()._save(output_dir, state_dict)  # a checkpoint (or a rank that writes nothing)
-        target.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target, prefix=".saving-"))
+        with failed_writes_end_the_run(self.args.output_dir):
+            target.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target, prefix=".saving-"))
         try:
             with failed_writes_end_the_run(self.args.output_dir, into=staging, shown_in=target):
                 super()._save(str(staging), state_dict)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from .checkpoints import latest_complete_checkpoint
+from .checkpoints import EXPERIMENT_FILE, latest_complete_checkpoint
 from .errors import WriteFailed
 
 logger = logging.getLogger("vit_scratch")
@@ -84,8 +84,12 @@ def failed_writes_end_the_run(output_dir: str | Path, into: Path | None = None,
 def write_failure_message(path: Path, cause: str, output_dir: str | Path) -> str:
     """`cannot write PATH: CAUSE (FREE free there); the checkpoint to continue from, with --resume`."""
     last = latest_complete_checkpoint(output_dir)
-    then = (f"the last complete checkpoint is {last}: make room, then continue with --resume" if last else
-            "no checkpoint is complete yet: make room, then start the run again with --resume")
+    if last is not None:
+        then = f"the last complete checkpoint is {last}: make room, then continue with --resume"
+    elif (Path(output_dir) / EXPERIMENT_FILE).is_file():  # what --resume needs to start this run again
+        then = "no checkpoint is complete yet: make room, then start the run again with --resume"
+    else:
+        then = "nothing of the run was kept: make room, then start it again"
     return f"cannot write {path}: {cause} ({format_bytes(free_bytes(path))} free there); {then}"
 
 
