@@ -689,6 +689,25 @@ def test_full_disk_in_the_final_save_leaves_no_model_that_looks_complete(every_s
     assert_same_run(out, every_step_run)
 
 
+def test_only_failed_writes_are_reported_as_such():
+    """What each writer raises on a full disk reads as the OS's cause; other errors inside a save (a Hub push, a lost
+    connection, a CUDA or value error) keep their own message and traceback."""
+    from huggingface_hub.errors import HfHubHTTPError
+    from safetensors import SafetensorError
+
+    from modeling_vit_scratch.training.writes import write_failure_cause
+
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    torch_error.__context__ = OSError(errno.ENOSPC, NO_SPACE)
+    for error in (OSError(errno.ENOSPC, NO_SPACE), torch_error,
+                  SafetensorError(f"Error while serializing: I/O error: {NO_SPACE} (os error {errno.ENOSPC})")):
+        assert write_failure_cause(error) == NO_SPACE, error
+    assert write_failure_cause(PermissionError(errno.EACCES, "Permission denied", "/x")) == "Permission denied"
+    for error in (HfHubHTTPError.__new__(HfHubHTTPError), ConnectionResetError(errno.ECONNRESET, "reset"),
+                  RuntimeError("CUDA error: device-side assert triggered"), ValueError("bad value")):
+        assert write_failure_cause(error) is None, error
+
+
 @contextlib.contextmanager
 def tiny_filesystem(folder: Path, size: str):
     """A tmpfs of `size` mounted at `folder` for the block (root only: the test is skipped elsewhere)."""

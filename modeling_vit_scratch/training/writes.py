@@ -27,6 +27,9 @@ logger = logging.getLogger("vit_scratch")
 # torch.save's C++ writer on a failed write: "[enforce fail at inline_container.cc:...] . unexpected pos ..." (a full
 # disk, measured with torch 2.13), "PytorchStreamWriter failed writing file ..." or "basic_ios::clear: iostream error".
 TORCH_WRITER_FAILED = re.compile(r"inline_container|PytorchStreamWriter|iostream error")
+# OSErrors that are not a file failing to be written (huggingface_hub's HTTP errors are OSErrors too).
+NOT_FILE_ERRORS = (ConnectionError, TimeoutError)
+NETWORK_LIBRARIES = ("huggingface_hub", "requests", "httpx", "httpcore", "urllib3")
 # What a checkpoint holds besides the weights and the optimizer state: trainer_state.json, training_args.bin, the
 # RNG and scheduler states, config and processor JSON (measured: ~30 kB with a short log history; it grows with it).
 CHECKPOINT_EXTRA_BYTES = 100_000
@@ -37,6 +40,8 @@ def write_failure_cause(error: BaseException, folder: Path | None = None) -> str
 
     torch's C++ writer, given a path, keeps the OS's error to itself: then a test write of 1 MB into `folder` asks
     the filesystem (a full disk answers ENOSPC), and torch's own words are shown only when that write succeeds."""
+    if isinstance(error, NOT_FILE_ERRORS) or type(error).__module__.split(".")[0] in NETWORK_LIBRARIES:
+        return None  # a Hub push from a checkpoint or a connection: OSErrors, but no file of ours
     if isinstance(error, OSError):
         return error.strerror or str(error)
     text = str(error).strip()
