@@ -397,7 +397,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and not error.filename:  # a failed write() names no file: name the one meant
+        # A failed write() names no file: name the one meant (only on an OSError(errno, strerror), which shows it;
+        # a one-argument OSError would lose its own text)
+        if isinstance(error, OSError) and error.strerror and not error.filename:
             error.filename = str(path)
         raise
 
