@@ -781,6 +781,9 @@ def test_space_estimate_matches_what_a_run_wrote(every_step_run):
     for changes, expected in (({"save_total_limit": 2}, 3), ({"save_strategy": "epoch"}, 3),
                               ({"save_strategy": "no"}, 0), ({"save_steps": 4, "save_total_limit": 5}, 3)):
         assert bytes_to_write(model, dataclasses.replace(args, **changes), MAX_STEPS, 4)[0] == expected, changes
+    trainable = sum(p.numel() for p in model.parameters())
+    assert bytes_to_write(model, dataclasses.replace(args, save_only_model=True), MAX_STEPS, 4)[1] == \
+        checkpoint - 2 * 4 * trainable  # no Adam moments
 
 
 def _little_free_space():

@@ -165,10 +165,11 @@ def checkpoints_written(args, total_steps: int, steps_per_epoch: int) -> int:
 def bytes_to_write(model, args, total_steps: int, steps_per_epoch: int) -> tuple[int, int, int]:
     """(checkpoints on disk at once, bytes of one checkpoint, bytes of the final model), estimated from the model:
     its weights as saved, and the optimizer's state (2 fp32 values per trainable parameter for Adam and its kin, 1
-    for the others)."""
+    for the others; none with save_only_model)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     states = 2 if "adam" in str(getattr(args.optim, "value", args.optim)).lower() else 1
+    states = 0 if getattr(args, "save_only_model", False) else states
     checkpoint = weights + states * 4 * trainable + CHECKPOINT_EXTRA_BYTES
     return checkpoints_written(args, total_steps, steps_per_epoch), checkpoint, weights
 
