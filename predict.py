@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from train import light_import, report_error
-from validate import add_trust_remote_code, check_writable, positive_int
+from validate import add_trust_remote_code, positive_int
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     staging = None
     try:
         if args.output is not None:
-            check_writable(args.output, errors, "--output", folder=False)
+            errors.check_writable(args.output, f"--output {args.output}", folder=False)
         if args.attention_maps is not None:
-            check_writable(args.attention_maps, errors, "--attention-maps", folder=True)
+            errors.check_writable(args.attention_maps, f"--attention-maps {args.attention_maps}", folder=True)
             # Drawn into a hidden folder beside the nearest existing ancestor (the same filesystem: moves are renames).
             existing = next(p for p in args.attention_maps.absolute().parents if p.exists())
             staging = Path(tempfile.mkdtemp(dir=existing, prefix=f".{args.attention_maps.name}."))

@@ -20,7 +20,6 @@ later push would upload).
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -36,17 +35,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # inference.PRECISIONS, named here for ar
 def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="let a Hub model of another custom type run "
                         "its own code (a vit_scratch model never needs it: this package's classes load it)")
-
-
-def check_writable(path: Path, errors, what: str, folder: bool) -> None:
-    """Refuse, before any work, an output path that would fail only when written: a folder where a file goes, a file
-    where a folder goes, or a place that cannot be created."""
-    if path.exists() and path.is_dir() != folder:
-        raise errors.ConfigError(f"{what} {path}: {'a file' if folder else 'a folder'}; expected "
-                                 f"{'a folder' if folder else 'a file name'}")
-    parent = next((p for p in (path if folder else path.parent, *path.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise errors.ConfigError(f"{what} {path}: {parent} is not a writable folder")
 
 
 def positive_int(text: str) -> int:
@@ -120,7 +108,7 @@ def check_output_dir(output_dir: Path, model: str, errors) -> None:
     if output_dir.resolve() == Path(model).expanduser().resolve() or (output_dir / "config.json").exists():
         raise errors.ConfigError(f"--output-dir {output_dir}: a model folder; its files would be overwritten (pick "
                                  "another folder)")
-    check_writable(output_dir, errors, "--output-dir", folder=True)
+    errors.check_writable(output_dir, f"--output-dir {output_dir}", folder=True)
 
 
 def class_names(dataset_names: list[str] | None, labels, id2label: dict, where: str, errors) -> list[str]:

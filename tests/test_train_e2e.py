@@ -185,6 +185,37 @@ def test_python_run_writes_a_complete_hub_folder(python_run):
     assert not list(out.rglob("*.tmp")), "an atomic write left its temp file behind"
 
 
+def test_a_run_builds_the_pil_processor_without_a_warning_and_it_loads_with_either_backend(python_run, tmp_path):
+    """The project installs no torchvision. The log of a run must not open with transformers' "`ViTImageProcessor`
+    requires torchvision (not installed); falling back to `ViTImageProcessorPil`": the run builds the PIL class it
+    means. The saved file still names the family, "ViTImageProcessor", which AutoImageProcessor maps to both backends
+    (torchvision where installed, else PIL): here it and `pipeline` load the PIL class; where torchvision is
+    installed the torchvision class is chosen, which takes the same keyword arguments (the ones saved)."""
+    from transformers import AutoImageProcessor, ViTImageProcessorPil, pipeline
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.vit.image_processing_vit import ViTImageProcessor  # the torchvision backend's class
+
+    import modeling_vit_scratch  # noqa: F401 (registers vit_scratch: pipeline then needs no remote code)
+
+    log = (python_run.parent / "stderr.txt").read_text()
+    assert "requires torchvision" not in log and "falling back to" not in log
+    saved = read_json(python_run / "preprocessor_config.json")
+    assert saved["image_processor_type"] == "ViTImageProcessor"
+    assert IMAGE_PROCESSOR_MAPPING_NAMES["vit"] == {"torchvision": "ViTImageProcessor", "pil": "ViTImageProcessorPil"}
+    assert ViTImageProcessor.valid_kwargs is ViTImageProcessorPil.valid_kwargs
+    assert set(saved) - {"image_processor_type"} <= set(ViTImageProcessor.valid_kwargs.__annotations__)
+
+    processor = AutoImageProcessor.from_pretrained(python_run)
+    assert type(processor) is ViTImageProcessorPil
+    assert {k: v for k, v in json.loads(processor.to_json_string()).items() if k in saved} == saved
+    image = tmp_path / "image.png"
+    Image.fromarray(torch.randint(0, 256, (40, 48, 3), dtype=torch.uint8).numpy()).save(image)
+    classifier = pipeline("image-classification", model=str(python_run))
+    assert type(classifier.image_processor) is ViTImageProcessorPil
+    predictions = classifier(str(image), top_k=3)
+    assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(CIFAR10_CLASSES)
+
+
 # ----------------------------------------------------------------------------------------------- 2. reload exactly
 
 

@@ -210,6 +210,7 @@ def test_validate_cli_equals_an_independent_forward_pass(tiny_model, cifar10_pat
                         "--dataset.max_test_samples", "50", "--batch-size", "16", cwd=tmp_path))
     out = tmp_path / f"validate-{tiny_model.name}-cifar10-test"  # in the current folder, never in the model's
     results = read_json(out / "eval_results.json")
+    assert "requires torchvision" not in proc.stderr  # the saved processor loads as the PIL one, without a warning
     assert_png(out / "confusion_matrix.png")
     assert no_temp_files(tiny_model)
 
@@ -265,6 +266,8 @@ def test_validate_refuses_a_model_of_other_classes(tmp_path, cifar10_path, capsy
     (["--split", "valid"], "split 'valid': "),
     (["--output-dir", "{model}"], "a model folder; its files would be overwritten"),
     (["--output-dir", "{file}"], "a file; expected a folder"),  # found before the evaluation, not after it
+    (["--output-dir", "/proc/run"], "--output-dir /proc/run: cannot create it (making a folder in /proc fails: "),
+    (["--output-dir", "{file}/run"], "/file/run: cannot create it ("),  # the folder's parent is a file
 ])
 def test_validate_errors_name_the_problem_and_write_nothing(tiny_model, tmp_path, cifar10_path, capsys, args,
                                                             message):

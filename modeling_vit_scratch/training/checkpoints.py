@@ -15,7 +15,7 @@ from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .config import EXPERIMENT_FILE
-from .errors import ConfigError
+from .errors import ConfigError, check_writable
 
 logger = logging.getLogger("vit_scratch")
 
@@ -112,9 +112,11 @@ def local_source_problem(source: str) -> str | None:
 
 
 def check_output_dir(experiment, resume: bool) -> Path | None:
-    """Refuse to mix runs: a fresh run needs an empty folder; a resumed one the same model. Returns the checkpoint."""
+    """Refuse a folder that cannot be written, and to mix runs: a fresh run needs an empty folder; a resumed one the
+    same model. Returns the checkpoint."""
     output_dir = Path(experiment.training.output_dir)
     saved = output_dir / EXPERIMENT_FILE
+    check_writable(output_dir, f"training.output_dir={str(output_dir)!r}", folder=True)
     if not resume:
         if output_dir.exists() and any(output_dir.iterdir()):
             raise ConfigError(f"training.output_dir={str(output_dir)!r} already holds files (another run?); "

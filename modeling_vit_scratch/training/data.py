@@ -236,11 +236,19 @@ def _source(splits: dict[str, Any], split: str, key: str, args: DataArguments, i
         raise DataError(f"{where}: model.num_labels={num_labels}, but the dataset has {len(source.class_names)} "
                         f"classes ({', '.join(source.class_names)}); remove model.num_labels or set it to "
                         f"{len(source.class_names)}")
-    bad = np.flatnonzero((source.labels < 0) | (source.labels >= (num_labels or np.iinfo(np.int64).max)))
+    # datasets does not enforce a ClassLabel's range when it reads parquet: a label past the names would fail only
+    # mid-training (a device-side assert on a GPU), or count silently as a wrong prediction in the test split.
+    classes = len(source.class_names) if source.class_names is not None else num_labels
+    limit = np.iinfo(np.int64).max if classes is None else classes
+    bad = np.flatnonzero((source.labels < 0) | (source.labels >= limit))
     if len(bad):
-        allowed = f"[0, {num_labels})" if num_labels is not None else ">= 0"
-        raise DataError(f"{where}, row {bad[0]}: label {source.labels[bad[0]]} is outside {allowed} "
-                        f"({len(bad)} bad rows)")
+        start, more = f"{where}, row {bad[0]}: label {source.labels[bad[0]]}", \
+            f"; {len(bad)} rows in all" if len(bad) > 1 else ""
+        if source.class_names is not None:
+            raise DataError(f"{start} is outside [0, {classes}) (the dataset's {classes} class names){more}")
+        if num_labels is not None:
+            raise DataError(f"{start} is outside [0, {classes}) (model.num_labels={num_labels}){more}")
+        raise DataError(f"{start} is outside >= 0{more}")
     return source
 
 

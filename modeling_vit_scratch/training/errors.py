@@ -1,10 +1,12 @@
 """Every error a run reports to the user, in one stdlib-only module (train.py imports it before anything heavy).
 
 `ConfigError` and `DataError` stop a run before training (`error: ...`, exit 2); `TrainingStopped` subclasses end a
-run early with their own exit status.
+run early with their own exit status. `check_writable` is the one check of an output path before any work.
 """
 
 import signal
+import tempfile
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -25,7 +27,33 @@ class NonFiniteLossError(TrainingStopped):
     """The training loss became NaN or inf; no checkpoint of that step was written (exit 1)."""
 
 
+class WriteFailed(TrainingStopped):
+    """A file of the run could not be written (a full disk, say): the message names it, the cause, the free space and
+    the last complete checkpoint to continue from with --resume (exit 1)."""
+
+
 class Preempted(TrainingStopped):
     """SIGTERM: a checkpoint was saved and training stopped; the run continues with --resume."""
 
     exit_code = 128 + signal.SIGTERM  # 143, the status of a process ended by SIGTERM
+
+
+def check_writable(path: str | Path, label: str, folder: bool) -> None:
+    """Refuse, before any work, an output path that would fail only when written: a folder where a file goes, a file
+    where a folder goes, or a place where nothing can be created. `label` starts the message (the key or flag and
+    the path). It tries: a temporary folder is made (and removed) in the nearest folder that exists, since the
+    permission bits do not tell (root passes them on a read-only or virtual filesystem such as /proc)."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise ConfigError(f"{label}: {'a file' if folder else 'a folder'}; expected "
+                          f"{'a folder' if folder else 'a file name'}")
+    target = path if folder else path.parent
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{label}: cannot create it ({existing} is a file, not a folder)")
+    try:
+        Path(tempfile.mkdtemp(dir=existing, prefix=".write-check-")).rmdir()
+    except OSError as err:
+        if existing == path:
+            raise ConfigError(f"{label}: cannot write into it ({err.strerror})") from None
+        raise ConfigError(f"{label}: cannot create it (making a folder in {existing} fails: {err.strerror})") from None

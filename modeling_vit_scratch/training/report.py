@@ -400,8 +400,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        # A failed write() names no file: name the one meant (only on an OSError(errno, strerror), which shows it;
+        # a one-argument OSError would lose its own text)
+        if isinstance(error, OSError) and error.strerror and not error.filename:
+            error.filename = str(path)
         raise
 
 

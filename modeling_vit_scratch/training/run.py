@@ -12,8 +12,9 @@ import math
 import time
 from pathlib import Path
 
-from transformers import ViTImageProcessor, set_seed
+from transformers import ViTImageProcessorPil, set_seed
 from transformers.image_utils import PILImageResampling
+from transformers.trainer import TRAINER_STATE_NAME
 
 from ..configuration_vit_scratch import ViTScratchConfig
 from ..modeling_vit_scratch import ViTScratchForImageClassification
@@ -26,6 +27,7 @@ from .metrics import build_compute_metrics
 from .pretrained import load_pretrained
 from .report import (
     CLEAN_TRAIN_PREFIX,
+    atomic_path,
     confusion_matrix,
     device_name,
     effective_config,
@@ -36,6 +38,7 @@ from .report import (
     write_model_card,
 )
 from .trainer import DeviceImageDataset, ViTScratchTrainer
+from .writes import failed_writes_end_the_run, warn_if_short_of_space
 
 logger = logging.getLogger("vit_scratch")
 
@@ -51,9 +54,13 @@ def with_labels(config: ViTScratchConfig, class_names: list[str]) -> ViTScratchC
     return config
 
 
-def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImageProcessor:
-    """What `pipeline` and users apply to a PIL image: resize to the model's size, scale, normalise by the data."""
-    return ViTImageProcessor(
+def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImageProcessorPil:
+    """What `pipeline` and users apply to a PIL image: resize to the model's size, scale, normalise by the data.
+
+    The PIL backend, as this project installs no torchvision (`ViTImageProcessor` is the torchvision one: without it,
+    transformers falls back to this class with a warning). The saved `image_processor_type` is "ViTImageProcessor",
+    the family, so that AutoImageProcessor loads it with whichever backend the reader has."""
+    return ViTImageProcessorPil(
         do_resize=True,
         size={"height": config.image_size, "width": config.image_size},
         resample=PILImageResampling.BICUBIC,
@@ -63,6 +70,14 @@ def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImage
         image_mean=list(data.mean),
         image_std=list(data.std),
     )
+
+
+def planned_steps(args, train_images: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps of the whole run)."""
+    steps_per_epoch = train_images // (args.per_device_train_batch_size * args.world_size) \
+        // args.gradient_accumulation_steps
+    total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    return steps_per_epoch, total
 
 
 def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratchTrainer,
@@ -75,9 +90,7 @@ def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratch
         return f"{len(images):,}" if images is not None else "no"
 
     per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
-    steps_per_epoch = len(data.train) // (args.per_device_train_batch_size * args.world_size) \
-        // args.gradient_accumulation_steps
-    total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    steps_per_epoch, total = planned_steps(args, len(data.train))
     device = device_name(args.device)
     precision = "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else "fp32"
     start = f"from {experiment.pretrained}" if experiment.pretrained else "from scratch"
@@ -149,10 +162,13 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         logger.info("%s", startup_summary(experiment, data, trainer, checkpoint))
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
-        plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
-                                  output_dir / PREVIEW_FILE)
+        steps_per_epoch, total_steps = planned_steps(args, len(data.train))
+        warn_if_short_of_space(output_dir, model, args, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        with failed_writes_end_the_run(output_dir):
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
+            plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
+                                      output_dir / PREVIEW_FILE)
 
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -178,10 +194,12 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
                     f"{results[f'{CLEAN_TRAIN_PREFIX}_images']:,}",
                     f"{100 * results['eval_accuracy']:.2f}% on validation" if "eval_accuracy" in results
                     else "no validation", _format(results.get("train_final_loss")))
-    trainer.save_model()  # the final model: best on validation when load_best_model_at_end
-    trainer.save_state()
+    trainer.save_model()  # the final model (best on validation when load_best_model_at_end), renamed in complete
     if trainer.is_world_process_zero():
-        write_report(output_dir, trainer, experiment, data, results, test)
+        with failed_writes_end_the_run(output_dir):
+            with atomic_path(output_dir / TRAINER_STATE_NAME) as tmp:  # Trainer.save_state, atomically
+                trainer.state.save_to_json(str(tmp))
+            write_report(output_dir, trainer, experiment, data, results, test)
     if args.push_to_hub:
         trainer.push_to_hub(commit_message="End of training")
     return results

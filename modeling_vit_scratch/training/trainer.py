@@ -17,13 +17,18 @@
   `Preempted`, so that the caller does not finish the run as if it were done. Every way training stops early
   (NaN/inf, SIGTERM) is raised here, as an `errors.TrainingStopped`.
 - Datasets reach the device in one place (`_on_device`): training, validation, and whatever `predict` gets.
+- A write that fails while saving a checkpoint or the model ends the run in one line (`writes.WriteFailed`). The
+  final model is written into a hidden folder and renamed in, the weights last: a save cut short never leaves a
+  `model.safetensors` that looks complete (a torn checkpoint is told apart by `checkpoint_problem`).
 """
 
 import contextlib
 import functools
 import logging
+import os
 import shutil
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -37,6 +42,7 @@ from .augment import BatchAugment
 from .checkpoints import latest_complete_checkpoint
 from .data import ImageSplit
 from .errors import NonFiniteLossError, Preempted
+from .writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
 
@@ -311,6 +317,26 @@ class ViTScratchTrainer(Trainer):
 
     def get_decay_parameter_names(self, model) -> list[str]:
         return [n for n in super().get_decay_parameter_names(model) if not n.endswith(NO_DECAY_SUFFIXES)]
+
+    def _save_checkpoint(self, model, trial) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        with failed_writes_end_the_run(self.args.output_dir, into=folder):
+            super()._save_checkpoint(model, trial)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        target = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if not self.args.should_save or target.resolve() != Path(self.args.output_dir).resolve():
+            return super()._save(output_dir, state_dict)  # a checkpoint (or a rank that writes nothing)
+        with failed_writes_end_the_run(self.args.output_dir):
+            target.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target, prefix=".saving-"))
+        try:
+            with failed_writes_end_the_run(self.args.output_dir, into=staging, shown_in=target):
+                super()._save(str(staging), state_dict)
+                for path in sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors")):
+                    os.replace(path, target / path.name)  # the weights (and a sharded index) last
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # transformers copies weights and config but not custom code: without these files an intermediate Hub
