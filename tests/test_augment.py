@@ -248,24 +248,26 @@ def test_cuda_stays_on_device_without_sync():
 
 
 @pytest.mark.parametrize("policy", ["randaugment", "autoaugment"])
-def test_compiled_augmentation_equals_eager(monkeypatch, policy):
+def test_compiled_augmentation_equals_eager(policy):
     """Under torch_compile the Trainer runs the augmentation compiled; with inductor drawing its random numbers as
-    eager does (fallback_random), every pixel and target must match the eager module's."""
+    eager does (fallback_random), every pixel and target must match the eager module's. (The config's own `patch`:
+    pytest's monkeypatch deletes a torch config attribute on undo instead of restoring it.)"""
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
     ops = 2 if policy == "randaugment" else 0
     aug = make(label_smoothing=0.1, **{**ALL_ON, "policy": policy, "randaugment_num_ops": ops, "mix_prob": 0.5,
                                        "random_erasing_prob": 0.25})
-    compiled = torch.compile(aug, dynamic=False)
     images, labels = batch(b=64)
-    for seed in range(3):
-        torch.manual_seed(seed)
-        eager_pixels, eager_targets = aug(images, labels)
-        torch.manual_seed(seed)
-        pixels, targets = compiled(images, labels)
-        torch.testing.assert_close(pixels, eager_pixels, rtol=0, atol=1e-5)
-        torch.testing.assert_close(targets, eager_targets, rtol=0, atol=1e-6)
+    with inductor_config.patch(fallback_random=True):
+        compiled = torch.compile(aug, dynamic=False)
+        for seed in range(3):
+            torch.manual_seed(seed)
+            eager_pixels, eager_targets = aug(images, labels)
+            torch.manual_seed(seed)
+            pixels, targets = compiled(images, labels)
+            torch.testing.assert_close(pixels, eager_pixels, rtol=0, atol=1e-5)
+            torch.testing.assert_close(targets, eager_targets, rtol=0, atol=1e-6)
+    assert inductor_config.fallback_random is False
 
 
 def test_preview_command_of_the_readme_works_for_the_gpu_recipe_on_a_cpu(tmp_path, cifar10_path):
