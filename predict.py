@@ -46,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def predict(args: argparse.Namespace, maps: Path | None) -> list[dict]:
     """[{"path", "predictions": [{"label", "score"}, ...]}] for every image; the overlays go into `maps`."""
-    from modeling_vit_scratch.training import inference
+    from vit_scratch import inference
 
     paths = inference.find_images(args.inputs)
     inference.check_images(paths)
@@ -72,7 +72,7 @@ def predict(args: argparse.Namespace, maps: Path | None) -> list[dict]:
 
 def write_output(results: list[dict], path: Path) -> None:
     """CSV or JSON by the suffix, written atomically (a temp file in the same folder, then renamed)."""
-    from modeling_vit_scratch.training.report import atomic_path, write_json
+    from vit_scratch.reporting.figures import atomic_path, write_json
 
     if path.suffix.lower() == ".json":
         write_json(path, results)

@@ -8,30 +8,18 @@ Every config key can be overridden on the command line, e.g. `--training.num_tra
 """
 
 import argparse
-import importlib.util
 import logging
 import sys
-from pathlib import Path
 
 logger = logging.getLogger("vit_scratch")
 
-# Standard-library-only modules of the training package: enough to parse and check a config.
-LIGHT_MODULES = ("errors", "config", "ini")
-
 
 def light_import():
-    """Load `modeling_vit_scratch.training.{errors, config, ini}` without running the package's `__init__`, which
-    imports torch and transformers to register the Auto classes (seconds): `--help` and config errors answer at once.
-    The modules go into sys.modules under their own names, so the heavy imports later reuse these very objects."""
-    package = Path(importlib.util.find_spec("modeling_vit_scratch").submodule_search_locations[0]) / "training"
-    for name in LIGHT_MODULES:
-        full = f"modeling_vit_scratch.training.{name}"
-        if full not in sys.modules:
-            spec = importlib.util.spec_from_file_location(full, package / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[full] = module
-            spec.loader.exec_module(module)
-    return sys.modules["modeling_vit_scratch.training.config"], sys.modules["modeling_vit_scratch.training.errors"]
+    """The standard-library modules that parse and check a config (vit_scratch's __init__ imports nothing heavy)."""
+    from vit_scratch.cli import errors
+    from vit_scratch.config import schema
+
+    return schema, errors
 
 
 def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -86,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         # Key names, forbidden keys, every value's type, choices and range first (no torch yet), then what needs
         # transformers: the model's cross-field rules, TrainingArguments' own, report_to backends, Hub access.
         experiment = config_module.build_experiment(config_module.apply_overrides(config, overrides), seed=args.seed)
-        from modeling_vit_scratch.training.run import train_and_evaluate  # the heavy imports, after validation
+        from vit_scratch.training.run import train_and_evaluate  # the heavy imports, after validation
 
         try:
             results = train_and_evaluate(experiment, resume=args.resume)

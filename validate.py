@@ -135,10 +135,10 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path, errors) -> d
     import torch
     from transformers import EvalPrediction
 
-    from modeling_vit_scratch.training import inference
-    from modeling_vit_scratch.training.data import load_split, source_split_name
-    from modeling_vit_scratch.training.metrics import build_compute_metrics
-    from modeling_vit_scratch.training.report import atomic_path, confusion_matrix, plot_confusion_matrix, write_json
+    from vit_scratch import inference
+    from vit_scratch.data import load_split, source_split_name
+    from vit_scratch.metrics import build_compute_metrics
+    from vit_scratch.reporting.figures import atomic_path, confusion_matrix, plot_confusion_matrix, write_json
 
     model, processor = inference.load_model(args.model, trust_remote_code=args.trust_remote_code)
     config = model.config

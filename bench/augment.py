@@ -20,9 +20,9 @@ import time
 import torch
 
 from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
-from modeling_vit_scratch.training.augment import BatchAugment, random_crop_flip, random_erasing
-from modeling_vit_scratch.training.autoaugment import BatchAutoAugment
-from modeling_vit_scratch.training.config import AugmentArguments
+from vit_scratch.augment import BatchAugment, random_crop_flip, random_erasing
+from vit_scratch.autoaugment import BatchAutoAugment
+from vit_scratch.config.schema import AugmentArguments
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 OFF = dict(random_crop_padding=0, horizontal_flip=False, mixup_alpha=0.0, cutmix_alpha=0.0, random_erasing_prob=0.0)
@@ -42,15 +42,15 @@ def preview(config_path: str, dataset: str | None, sets: list[str], output: str)
     """The config's augmentation on its training images. Only the dataset section, the model's image size and the
     label smoothing matter: no TrainingArguments are built, so a GPU recipe (bf16) previews on a CPU too."""
     from modeling_vit_scratch import ViTScratchConfig
-    from modeling_vit_scratch.training.config import (
+    from vit_scratch.config.schema import (
         MODEL_EXTRA_KEYS,
         DataArguments,
         apply_overrides,
         check_keys,
         read_config_file,
     )
-    from modeling_vit_scratch.training.data import load_image_data
-    from modeling_vit_scratch.training.report import plot_augmentation_preview
+    from vit_scratch.data import load_image_data
+    from vit_scratch.reporting.figures import plot_augmentation_preview
 
     config, _ = read_config_file(config_path)
     overrides = [tuple(item.split("=", 1)) for item in sets] + ([("dataset.name", dataset)] if dataset else [])

@@ -36,7 +36,7 @@ from steps import (
 )
 
 from modeling_vit_scratch import ViTScratchConfig
-from modeling_vit_scratch.training.config import read_config_file
+from vit_scratch.config.schema import read_config_file
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device name.
 PEAKS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}

@@ -22,7 +22,7 @@ import statistics
 import torch
 from steps import TINY_MODEL, experiment_for, interleaved_seconds, random_split, trainer_seconds
 
-from modeling_vit_scratch.training.config import read_config_file
+from vit_scratch.config.schema import read_config_file
 
 NO_AUGMENTATION = {"random_crop_padding": 0, "horizontal_flip": False, "policy": "none", "randaugment_num_ops": None,
                    "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "random_erasing_prob": 0.0}

@@ -33,11 +33,11 @@ from torch.overrides import TorchFunctionMode
 from transformers import TrainerCallback, get_scheduler, set_seed
 
 from modeling_vit_scratch import ViTScratchForImageClassification
-from modeling_vit_scratch.training.augment import BatchAugment
-from modeling_vit_scratch.training.config import apply_overrides, build_experiment
-from modeling_vit_scratch.training.data import ImageData, ImageSplit
-from modeling_vit_scratch.training.run import with_labels
-from modeling_vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
+from vit_scratch.augment import BatchAugment
+from vit_scratch.config.schema import apply_overrides, build_experiment
+from vit_scratch.data import ImageData, ImageSplit
+from vit_scratch.training.run import with_labels
+from vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 32}

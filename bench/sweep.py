@@ -43,10 +43,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from steps import bare_train, evaluate, total_steps  # noqa: E402
 from time_to_accuracy import commit, hardware, run_once  # noqa: E402
 
-from modeling_vit_scratch.training.augment import BatchAugment  # noqa: E402
-from modeling_vit_scratch.training.config import apply_overrides, build_experiment, read_config_file  # noqa: E402
-from modeling_vit_scratch.training.data import ImageSplit, load_image_data  # noqa: E402
-from modeling_vit_scratch.training.run import CLEAN_TRAIN_IMAGES  # noqa: E402
+from vit_scratch.augment import BatchAugment  # noqa: E402
+from vit_scratch.config.schema import apply_overrides, build_experiment, read_config_file  # noqa: E402
+from vit_scratch.data import ImageSplit, load_image_data  # noqa: E402
+from vit_scratch.training.run import CLEAN_TRAIN_IMAGES  # noqa: E402
 
 PATHS = ("trainer", "bare")
 VARIANT_KEYS = {"name", "set", "path", "budget_minutes"}

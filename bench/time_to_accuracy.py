@@ -30,8 +30,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from modeling_vit_scratch.training.config import apply_overrides, build_experiment, read_config_file  # noqa: E402
-from modeling_vit_scratch.training.run import train_and_evaluate  # noqa: E402
+from vit_scratch.config.schema import apply_overrides, build_experiment, read_config_file  # noqa: E402
+from vit_scratch.training.run import train_and_evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modeling_vit_scratch.training.augment import BatchAugment, random_crop_flip
-from modeling_vit_scratch.training.config import AugmentArguments
+from vit_scratch.augment import BatchAugment, random_crop_flip
+from vit_scratch.config.schema import AugmentArguments
 
 from .conftest import REPO, subprocess_env
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from modeling_vit_scratch.training.autoaugment import (
+from vit_scratch.autoaugment import (
     AUTOAUGMENT,
     CIFAR10_POLICY,
     NUM_BINS,
@@ -32,7 +32,7 @@ from modeling_vit_scratch.training.autoaugment import (
     apply_ops,
     random_ops,
 )
-from modeling_vit_scratch.training.config import AugmentArguments, ConfigError
+from vit_scratch.config.schema import AugmentArguments, ConfigError
 
 N_IMAGES = 64
 BLACK = (0, 0, 0)

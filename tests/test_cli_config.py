@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from modeling_vit_scratch.training.config import (
+from vit_scratch.config.schema import (
     ConfigError,
     apply_overrides,
     build_experiment,

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_vit_scratch.training.config import ConfigError, DataArguments
-from modeling_vit_scratch.training.data import DataError, ImageData, load_image_data
+from vit_scratch.config.schema import ConfigError, DataArguments
+from vit_scratch.data import DataError, ImageData, load_image_data
 
 datasets.disable_progress_bars()
 

@@ -102,7 +102,7 @@ def forkserver():
     global _FORKSERVER
     if _FORKSERVER is None:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["train", "modeling_vit_scratch.training.run", "tests.test_faults"])
+        context.set_forkserver_preload(["train", "vit_scratch.training.run", "tests.test_faults"])
         saved = dict(os.environ)
         os.environ.clear()
         os.environ.update(subprocess_env())
@@ -321,7 +321,7 @@ CORRUPTIONS = {  # how -> what checkpoint_problem says
 def test_checkpoint_problem_names_each_kind_of_damage(every_step_run, tmp_path, how):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from modeling_vit_scratch.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
+    from vit_scratch.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
 
     for step in (3, 4):
         shutil.copytree(every_step_run / f"checkpoint-{step}", tmp_path / f"checkpoint-{step}")
@@ -416,7 +416,7 @@ def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(bes
            in log
     assert 2 <= step < MAX_STEPS
     assert checkpoints(out)[-1] == step
-    from modeling_vit_scratch.training.checkpoints import checkpoint_problem
+    from vit_scratch.training.checkpoints import checkpoint_problem
 
     assert checkpoint_problem(out / f"checkpoint-{step}") is None
     assert json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())["global_step"] == step
@@ -470,7 +470,7 @@ def test_sigterm_to_a_two_process_accelerate_launch(tmp_path, cifar10_path):
     stops = re.findall(r"error: SIGTERM: saved (\S+) at step (\d+)", text)
     assert len(stops) == 2 and stops[0] == stops[1], text[-6000:]  # both processes, the same checkpoint
     step = int(stops[0][1])
-    from modeling_vit_scratch.training.checkpoints import checkpoint_problem
+    from vit_scratch.training.checkpoints import checkpoint_problem
 
     assert checkpoint_problem(out / f"checkpoint-{step}") is None
     assert {p.name for p in (out / f"checkpoint-{step}").glob("rng_state*")} == {"rng_state_0.pth",
@@ -509,7 +509,7 @@ def test_diverging_learning_rate_stops_naming_the_step_and_keeps_the_last_good_c
 
 def _nan_loss_from_step_6():
     """Test hook (runs in the child): the training loss of the 6th training forward and later is NaN."""
-    from modeling_vit_scratch.training.trainer import ViTScratchTrainer
+    from vit_scratch.training.trainer import ViTScratchTrainer
 
     original = ViTScratchTrainer.compute_loss
     calls = [0]
@@ -695,7 +695,7 @@ def test_only_failed_writes_are_reported_as_such():
     from huggingface_hub.errors import HfHubHTTPError
     from safetensors import SafetensorError
 
-    from modeling_vit_scratch.training.writes import write_failure_cause
+    from vit_scratch.training.writes import write_failure_cause
 
     torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
     torch_error.__context__ = OSError(errno.ENOSPC, NO_SPACE)
@@ -745,8 +745,8 @@ def test_a_real_full_disk_ends_in_one_line_and_resume_finishes_once_there_is_roo
 def test_torch_save_on_a_real_full_disk_is_named_as_one(tmp_path):
     """torch.save given a path raises only its C++ writer's RuntimeError on a full disk (the issue's case: no OS
     error in it); the message still names the file and says `No space left on device` (from a test write)."""
-    from modeling_vit_scratch.training.errors import WriteFailed
-    from modeling_vit_scratch.training.writes import failed_writes_end_the_run
+    from vit_scratch.cli.errors import WriteFailed
+    from vit_scratch.training.writes import failed_writes_end_the_run
 
     with tiny_filesystem(tmp_path / "disk", "256k") as out:
         (out / "experiment.json").write_text("{}")  # a run's first file
@@ -768,7 +768,7 @@ def test_space_estimate_matches_what_a_run_wrote(every_step_run):
     import dataclasses
 
     from modeling_vit_scratch import ViTScratchForImageClassification
-    from modeling_vit_scratch.training.writes import bytes_to_write
+    from vit_scratch.training.writes import bytes_to_write
 
     model = ViTScratchForImageClassification.from_pretrained(every_step_run)
     args = torch.load(every_step_run / "training_args.bin", weights_only=False)
@@ -788,7 +788,7 @@ def test_space_estimate_matches_what_a_run_wrote(every_step_run):
 
 def _little_free_space():
     """Test hook (runs in the child): the output folder's filesystem reports 900 bytes free."""
-    from modeling_vit_scratch.training import writes
+    from vit_scratch.training import writes
 
     writes.free_bytes = lambda path: 900
 
@@ -1077,8 +1077,8 @@ def test_from_pretrained_reports_and_our_loader_refuses_incomplete_weights(saved
     from safetensors.torch import save_file
 
     from modeling_vit_scratch import ViTScratchForImageClassification, ViTScratchModel
-    from modeling_vit_scratch.training.checkpoints import load_complete_model
-    from modeling_vit_scratch.training.config import ConfigError
+    from vit_scratch.config.schema import ConfigError
+    from vit_scratch.training.checkpoints import load_complete_model
 
     no_weights = tmp_path / "no_weights"
     shutil.copytree(saved_model, no_weights)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from modeling_vit_scratch.training.metrics import METRICS_DIR, build_compute_metrics, load_metric
+from vit_scratch.metrics import METRICS_DIR, build_compute_metrics, load_metric
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification, ViTScratchModel
-from modeling_vit_scratch.training.errors import ConfigError
-from modeling_vit_scratch.training.pretrained import load_pretrained
-from modeling_vit_scratch.training.run import with_labels
+from vit_scratch.cli.errors import ConfigError
+from vit_scratch.training.pretrained import load_pretrained
+from vit_scratch.training.run import with_labels
 
 from .test_train_e2e import CIFAR10_CLASSES, CONFIG, PYTHON, check_ok, read_json, run, tiny_run_args
 
@@ -140,7 +140,7 @@ def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path
 def test_card_names_a_hub_base_model(tmp_path):
     from huggingface_hub import ModelCard
 
-    from modeling_vit_scratch.training.report import write_model_card
+    from vit_scratch.reporting.figures import write_model_card
 
     write_model_card(tmp_path / "README.md", model_name="m", results={"test_accuracy": 0.5}, config={},
                      dataset_name="uoft-cs/cifar10", class_names=["a", "b"], repo_id=None, curves_png="c.png",
@@ -152,7 +152,7 @@ def test_card_names_a_hub_base_model(tmp_path):
 
 def test_model_keys_that_match_the_checkpoint_are_not_checked_against_the_defaults():
     """num_attention_heads 2 with a 256-wide default would not divide; with model.pretrained the checkpoint decides."""
-    from modeling_vit_scratch.training.config import build_experiment
+    from vit_scratch.config.schema import build_experiment
 
     experiment = build_experiment({"model": {"pretrained": "somewhere", "num_attention_heads": 3}})
     assert experiment.model is None and experiment.pretrained == "somewhere"

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from modeling_vit_scratch.training.config import FORBIDDEN_KEYS, SECTIONS, TRAINING_DEFAULTS, section_docs
+from vit_scratch.config.schema import FORBIDDEN_KEYS, SECTIONS, TRAINING_DEFAULTS, section_docs
 
 from .conftest import REPO
 
@@ -52,8 +52,8 @@ def test_every_key_named_in_the_readme_exists():
 
 
 def test_every_file_and_command_named_in_the_readme_exists():
-    paths = set(re.findall(r"(?<![\w/.-])((?:configs|bench|tests|modeling_vit_scratch)/[\w/.-]+\.(?:py|json|yaml))",
-                           README))
+    folders = "configs|bench|tests|modeling_vit_scratch|vit_scratch"
+    paths = set(re.findall(rf"(?<![\w/.-])((?:{folders})/[\w/.-]+\.(?:py|json|yaml))", README))
     paths |= set(re.findall(r"python ([\w/]+\.py)", README))
     assert len(paths) > 10
     for path in sorted(paths):
@@ -69,7 +69,8 @@ def message_templates() -> list[str]:
     import ast
 
     texts = []
-    for path in [*(REPO / "modeling_vit_scratch").rglob("*.py"), *REPO.glob("*.py")]:
+    for path in [*(REPO / "modeling_vit_scratch").rglob("*.py"), *(REPO / "vit_scratch").rglob("*.py"),
+                 *REPO.glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.JoinedStr):
                 texts.append("".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values))

@@ -10,10 +10,10 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
-from modeling_vit_scratch.training import report
-from modeling_vit_scratch.training.augment import BatchAugment
-from modeling_vit_scratch.training.config import TRAINING_DEFAULTS, AugmentArguments, build_experiment
-from modeling_vit_scratch.training.report import (
+from vit_scratch.augment import BatchAugment
+from vit_scratch.config.schema import TRAINING_DEFAULTS, AugmentArguments, build_experiment
+from vit_scratch.reporting import figures as report
+from vit_scratch.reporting.figures import (
     HELD_OUT_SPLIT,
     confusion_matrix,
     device_name,

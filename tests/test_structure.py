@@ -9,7 +9,7 @@ import sys
 import typing
 
 from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
-from modeling_vit_scratch.training.config import (
+from vit_scratch.config.schema import (
     FORBIDDEN_KEYS,
     MODEL_EXTRA_KEYS,
     TRAINING_DEFAULTS,
@@ -21,7 +21,7 @@ from modeling_vit_scratch.training.config import (
 
 from .conftest import REPO, subprocess_env
 
-PACKAGE = REPO / "modeling_vit_scratch"
+PACKAGES = (REPO / "modeling_vit_scratch", REPO / "vit_scratch")
 TRAINING_ONLY = ("datasets", "accelerate", "evaluate", "matplotlib", "PIL", "pyarrow")
 
 
@@ -40,7 +40,7 @@ import modeling_vit_scratch
 from transformers import AutoModelForImageClassification
 model = AutoModelForImageClassification.from_pretrained({str(tmp_path)!r})
 assert model(torch.zeros(2, 3, 32, 32)).logits.shape == (2, 3)
-assert not [m for m in sys.modules if m.startswith("modeling_vit_scratch.training")]
+assert not [m for m in sys.modules if m.startswith("vit_scratch")]
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True,
@@ -67,13 +67,14 @@ def imports_of(path) -> set[str]:
 
 
 def test_no_import_cycle():
-    graph = {".".join(p.relative_to(REPO).with_suffix("").parts): imports_of(p) for p in PACKAGE.rglob("*.py")}
+    graph = {".".join(p.relative_to(REPO).with_suffix("").parts): imports_of(p)
+             for package in PACKAGES for p in package.rglob("*.py")}
     model_files = {"modeling_vit_scratch.configuration_vit_scratch", "modeling_vit_scratch.modeling_vit_scratch"}
     assert graph["modeling_vit_scratch.modeling_vit_scratch"] <= {"modeling_vit_scratch.configuration_vit_scratch"}
     assert not graph["modeling_vit_scratch.configuration_vit_scratch"]  # both are copied next to the weights
     for name in model_files | {"modeling_vit_scratch.convert"}:
-        assert not {m for m in graph[name] if ".training." in m}, name  # training -> model, never back
-    assert not graph["modeling_vit_scratch.training.errors"]
+        assert not {m for m in graph[name] if m.startswith("vit_scratch")}, name  # application -> model, never back
+    assert not graph["vit_scratch.cli.errors"]
 
     def visit(node, path):
         for nxt in graph.get(node, ()):

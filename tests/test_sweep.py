@@ -80,9 +80,9 @@ def test_bad_sweep_files_are_refused_before_any_work(tmp_path, spec, message):
 def test_bare_loop_learns_and_counts_steps_as_the_trainer(cifar10_path):
     """The yardstick must itself train: 3 epochs of a small model on 512 images beat chance on those images, and
     it runs exactly the Trainer's number of steps (ceil(epochs x full batches))."""
-    from modeling_vit_scratch.training.augment import BatchAugment
-    from modeling_vit_scratch.training.config import build_experiment
-    from modeling_vit_scratch.training.data import load_image_data
+    from vit_scratch.augment import BatchAugment
+    from vit_scratch.config.schema import build_experiment
+    from vit_scratch.data import load_image_data
 
     experiment = build_experiment({
         "dataset": {"name": str(cifar10_path), "validation_size": 64, "max_train_samples": 512,

@@ -227,8 +227,8 @@ def test_saved_model_reproduces_the_reported_test_accuracy_exactly(python_run, c
 
     import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto classes)
     from modeling_vit_scratch.modeling_vit_scratch import classification_loss
-    from modeling_vit_scratch.training.config import DataArguments
-    from modeling_vit_scratch.training.data import load_image_data
+    from vit_scratch.config.schema import DataArguments
+    from vit_scratch.data import load_image_data
 
     out = python_run
     results = read_json(out / "all_results.json")

@@ -48,7 +48,7 @@ def save_tiny_model(folder, class_names=CIFAR10_CLASSES, pooling="cls", seed=0):
     """A ViTScratch classifier (32 wide, 1 layer, 2 heads, 32 px, 8 px patches) and its image processor, saved as
     train.py saves them. The head is scaled up so that predictions are decisive (no near-ties between labels)."""
     from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
-    from modeling_vit_scratch.training.run import build_image_processor, with_labels
+    from vit_scratch.training.run import build_image_processor, with_labels
 
     config = ViTScratchConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=64, pooling=pooling)
@@ -173,7 +173,7 @@ def test_validate_evaluates_in_the_precision_the_run_evaluated_in(trained_model,
     import torch
 
     import validate
-    from modeling_vit_scratch.training import inference
+    from vit_scratch import inference
 
     run = tmp_path / "bf16_run"
     shutil.copytree(trained_model, run)
@@ -392,7 +392,7 @@ def layers_of(*matrices, heads=2):
 
 
 def test_rollout_of_identity_attention_is_the_identity():
-    from modeling_vit_scratch.training.inference import attention_rollout
+    from vit_scratch.inference import attention_rollout
 
     eye = torch.eye(5)
     assert torch.equal(attention_rollout(layers_of(eye, eye, eye)), torch.zeros(1, 4))  # CLS keeps to itself
@@ -400,7 +400,7 @@ def test_rollout_of_identity_attention_is_the_identity():
 
 
 def test_rollout_of_uniform_attention_is_uniform_over_the_patches():
-    from modeling_vit_scratch.training.inference import attention_rollout
+    from vit_scratch.inference import attention_rollout
 
     uniform = torch.full((5, 5), 0.2)
     for pooling in ("cls", "mean"):
@@ -412,7 +412,7 @@ def test_rollout_follows_the_pooled_token():
     """CLS attends only to patch 2, every patch token only to patch 3: CLS pooling points at patch 2 (through the
     residual, patch 2 then draws on patch 3 as well), mean pooling at patch 3. Averaged heads: one head attending
     elsewhere halves, not erases, the signal."""
-    from modeling_vit_scratch.training.inference import attention_rollout
+    from vit_scratch.inference import attention_rollout
 
     a = torch.zeros(5, 5)
     a[0, 3] = 1  # token 3 = patch 2
@@ -427,7 +427,7 @@ def test_rollout_follows_the_pooled_token():
 
 
 def test_rollout_of_a_real_model_is_a_distribution(tiny_model):
-    from modeling_vit_scratch.training import inference
+    from vit_scratch import inference
 
     model, processor = inference.load_model(str(tiny_model), torch.device("cpu"))
     pixel_values = processor(images=[Image.new("RGB", (32, 32), (200, 30, 30))], return_tensors="pt")["pixel_values"]
@@ -445,7 +445,7 @@ def test_rollout_of_a_real_model_is_a_distribution(tiny_model):
 
 def test_precision_names_agree():
     import validate
-    from modeling_vit_scratch.training import inference
+    from vit_scratch import inference
 
     assert validate.PRECISIONS == tuple(inference.PRECISIONS)
 

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autoaugment import BatchAutoAugment
-from .config import AugmentArguments
+from vit_scratch.autoaugment import BatchAutoAugment
+from vit_scratch.config.schema import AugmentArguments
 
 ERASE_SCALE = (0.02, 1 / 3)  # erased area as a fraction of the image (torchvision's RandomErasing default)
 ERASE_LOG_RATIO = (math.log(0.3), math.log(3.3))  # log of the box's height/width

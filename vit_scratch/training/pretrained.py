@@ -19,11 +19,11 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoImageProcessor, ViTForImageClassification
 
-from ..configuration_vit_scratch import ViTScratchConfig
-from ..convert import convert_from_transformers_vit
-from ..modeling_vit_scratch import ViTScratchForImageClassification
-from .checkpoints import local_source_problem
-from .errors import ConfigError
+from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
+from modeling_vit_scratch.convert import convert_from_transformers_vit
+from modeling_vit_scratch.modeling_vit_scratch import ViTScratchForImageClassification
+from vit_scratch.cli.errors import ConfigError
+from vit_scratch.training.checkpoints import local_source_problem
 
 logger = logging.getLogger("vit_scratch")
 

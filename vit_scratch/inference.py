@@ -20,10 +20,11 @@ import PIL.ImageOps
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from .checkpoints import load_complete_model, local_source_problem
-from .data import IMAGE_EXTENSIONS
-from .errors import ConfigError, DataError
-from .report import atomic_path
+import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto classes)
+from vit_scratch.cli.errors import ConfigError, DataError
+from vit_scratch.data import IMAGE_EXTENSIONS
+from vit_scratch.reporting.figures import atomic_path
+from vit_scratch.training.checkpoints import load_complete_model, local_source_problem
 
 
 def default_device() -> torch.device:

@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
-from .augment import BatchAugment
-from .checkpoints import latest_complete_checkpoint
-from .data import ImageSplit
-from .errors import NonFiniteLossError, Preempted
-from .writes import failed_writes_end_the_run
+from vit_scratch.augment import BatchAugment
+from vit_scratch.cli.errors import NonFiniteLossError, Preempted
+from vit_scratch.data import ImageSplit
+from vit_scratch.training.checkpoints import latest_complete_checkpoint
+from vit_scratch.training.writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
 

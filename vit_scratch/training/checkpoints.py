@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .config import EXPERIMENT_FILE
-from .errors import ConfigError, check_writable
+from vit_scratch.cli.errors import ConfigError, check_writable
+from vit_scratch.config.schema import EXPERIMENT_FILE
 
 logger = logging.getLogger("vit_scratch")
 
@@ -79,7 +79,7 @@ def load_complete_model(source: str | Path, model_class=None, **kwargs) -> torch
     """`model_class.from_pretrained(source)` (default ViTScratchForImageClassification), refusing with ConfigError
     (an `error:` for the CLIs) a source that cannot be read or whose weights miss or mismatch any of the model's."""
     if model_class is None:
-        from ..modeling_vit_scratch import ViTScratchForImageClassification as model_class
+        from modeling_vit_scratch.modeling_vit_scratch import ViTScratchForImageClassification as model_class
     try:
         model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
     except Exception as error:  # OSError (no weights), SafetensorError (truncated), RuntimeError (sizes), ...

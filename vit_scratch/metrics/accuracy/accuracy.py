@@ -21,7 +21,7 @@ Args:
 Returns:
     `dict`: {"accuracy": float in [0, 1]}.
 Example:
-    >>> accuracy = evaluate.load("modeling_vit_scratch/training/metrics/accuracy")
+    >>> accuracy = evaluate.load("vit_scratch/metrics/accuracy")
     >>> accuracy.compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2])
     {'accuracy': 0.75}
 """

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import ConfigError
+from vit_scratch.cli.errors import ConfigError
 
 SECTIONS = ["dataset", "model", "training"]
 EXPERIMENT_FILE = "experiment.json"  # a run's config sections as given (overrides applied), beside its model
@@ -369,7 +369,8 @@ def section_docs() -> dict:
     for module in (training_args, transformers / "trainer_utils.py", transformers / "debug_utils.py"):
         enums.update(_source_enums(module, enum_names))
     this = Path(__file__)
-    model = {**_source_docs(this.parents[1] / "configuration_vit_scratch.py", "ViTScratchConfig"),
+    model_package = Path(importlib.util.find_spec("modeling_vit_scratch").submodule_search_locations[0])
+    model = {**_source_docs(model_package / "configuration_vit_scratch.py", "ViTScratchConfig"),
              **{name: KeyDoc(annotation, _type_name(annotation), "None", help_text)
                 for name, (annotation, help_text) in MODEL_EXTRA_KEYS.items()}}
     training = _source_docs(training_args, "TrainingArguments", enums)
@@ -393,7 +394,8 @@ def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
                     else f"computed by the class ({doc.default})"  # e.g. optim's default_optim
                 lines.append(f"  {prefix}{name}  ({doc.type_text}, default {default})")
                 lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
-    titles = {"dataset": "DataArguments, training/config.py", "model": "ViTScratchConfig, configuration_vit_scratch.py",
+    titles = {"dataset": "DataArguments, vit_scratch/config/schema.py",
+              "model": "ViTScratchConfig, configuration_vit_scratch.py",
               "training": "transformers.TrainingArguments; this project's defaults shown"}
     for section in sections:
         lines += ["", f"{section} ({titles[section]}):"]
@@ -478,7 +480,7 @@ def check_integrations(args) -> None:
 def _model_config(values: dict):
     from huggingface_hub.errors import StrictDataclassError
 
-    from ..configuration_vit_scratch import ViTScratchConfig
+    from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
 
     if values.get("pretrained") is not None:
         return None  # the checkpoint's architecture, merged with these keys by pretrained.load_pretrained
@@ -541,7 +543,7 @@ def read_config_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     if path.suffix.lower() in (".ini", ".cfg"):
-        from .ini import read_ini
+        from vit_scratch.cli.ini import read_ini
 
         return read_ini(path)
     if path.suffix.lower() != ".json":

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from .checkpoints import EXPERIMENT_FILE, latest_complete_checkpoint
-from .errors import WriteFailed
+from vit_scratch.cli.errors import WriteFailed
+from vit_scratch.training.checkpoints import EXPERIMENT_FILE, latest_complete_checkpoint
 
 logger = logging.getLogger("vit_scratch")
 

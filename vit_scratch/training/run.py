@@ -16,16 +16,14 @@ from transformers import ViTImageProcessorPil, set_seed
 from transformers.image_utils import PILImageResampling
 from transformers.trainer import TRAINER_STATE_NAME
 
-from ..configuration_vit_scratch import ViTScratchConfig
-from ..modeling_vit_scratch import ViTScratchForImageClassification
-from .augment import BatchAugment
-from .checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
-from .config import Experiment
-from .data import ImageData, ImageSplit, load_image_data
-from .errors import ConfigError
-from .metrics import build_compute_metrics
-from .pretrained import load_pretrained
-from .report import (
+from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
+from modeling_vit_scratch.modeling_vit_scratch import ViTScratchForImageClassification
+from vit_scratch.augment import BatchAugment
+from vit_scratch.cli.errors import ConfigError
+from vit_scratch.config.schema import Experiment
+from vit_scratch.data import ImageData, ImageSplit, load_image_data
+from vit_scratch.metrics import build_compute_metrics
+from vit_scratch.reporting.figures import (
     CLEAN_TRAIN_PREFIX,
     atomic_path,
     confusion_matrix,
@@ -37,8 +35,10 @@ from .report import (
     write_json,
     write_model_card,
 )
-from .trainer import DeviceImageDataset, ViTScratchTrainer
-from .writes import failed_writes_end_the_run, warn_if_short_of_space
+from vit_scratch.training.checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
+from vit_scratch.training.pretrained import load_pretrained
+from vit_scratch.training.trainer import DeviceImageDataset, ViTScratchTrainer
+from vit_scratch.training.writes import failed_writes_end_the_run, warn_if_short_of_space
 
 logger = logging.getLogger("vit_scratch")
 

@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from matplotlib.figure import Figure
 
-from .config import TRAINING_DEFAULTS
+from vit_scratch.config.schema import TRAINING_DEFAULTS
 
 PathLike = str | os.PathLike
 

@@ -24,8 +24,8 @@ import PIL.ImageOps
 import pyarrow as pa
 import torch
 
-from .config import DataArguments
-from .errors import ConfigError, DataError
+from vit_scratch.cli.errors import ConfigError, DataError
+from vit_scratch.config.schema import DataArguments
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"

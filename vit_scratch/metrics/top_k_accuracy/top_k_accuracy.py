@@ -23,7 +23,7 @@ Args:
 Returns:
     `dict`: {"top_{k}_accuracy": float in [0, 1]}, e.g. {"top_5_accuracy": 0.98}.
 Example:
-    >>> top_k = evaluate.load("modeling_vit_scratch/training/metrics/top_k_accuracy")
+    >>> top_k = evaluate.load("vit_scratch/metrics/top_k_accuracy")
     >>> top_k.compute(predictions=[[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]], references=[2, 2], k=2)
     {'top_2_accuracy': 0.5}
 """

@@ -1,0 +1,1 @@
+"""Training: the Trainer subclass, the run, checkpoints, pretrained starts, guarded writes."""
