@@ -154,3 +154,32 @@ def test_key_docs_read_from_source_match_the_classes():
     for section in ("model", "training"):
         for name in docs[section]:
             assert f"{section}.{name}  (" in text or f"{section}.{name}" in FORBIDDEN_KEYS, name
+
+
+# A module's folder says whether it may import torch: these folders (and modules) import the standard library only,
+# so the command line answers --help and config errors at once. Everything else in vit_scratch may import torch.
+STDLIB_ONLY = ("vit_scratch/__init__.py", "vit_scratch/cli", "vit_scratch/config", "vit_scratch/atomic.py")
+HEAVY = ("torch", "transformers", "datasets", "numpy", "matplotlib", "huggingface_hub", "modeling_vit_scratch")
+
+
+def stdlib_only_modules() -> list[str]:
+    files = []
+    for entry in STDLIB_ONLY:
+        path = REPO / entry
+        files += sorted(path.glob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+    return [".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for p in files]
+
+
+def test_the_light_folders_import_nothing_heavy():
+    """Each standard-library-only module imported alone in a fresh interpreter loads none of the heavy packages;
+    the entry points import only vit_scratch."""
+    modules = stdlib_only_modules()
+    assert {"vit_scratch", "vit_scratch.cli.train", "vit_scratch.cli.errors", "vit_scratch.config.schema"} <= set(
+        modules)
+    for module in modules:
+        script = f"import sys, {module}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+        result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip() == "[]", (module, result.stdout, result.stderr[-2000:])
+    for script in ("train.py", "validate.py", "predict.py"):
+        assert imports_of(REPO / script) <= {f"vit_scratch.cli.{script[:-3]}"}, script  # no script imports another

@@ -152,7 +152,7 @@ def test_cli_argument_errors_exit_2_before_anything_loads(tiny_model, tmp_path):
 def test_validate_reproduces_the_numbers_training_reported(trained_model, tmp_path):
     """`--split test` gives training's test_* and `--split validation` its eval_* (the same held-out rows, read from
     the run's experiment.json): same decoding, same normalisation, so accuracy equal and losses equal to 1e-6."""
-    import validate
+    from vit_scratch.cli import validate
 
     reported = read_json(trained_model / "all_results.json")
     for split, prefix in (("test", "test_"), ("validation", "eval_")):
@@ -172,8 +172,8 @@ def test_validate_evaluates_in_the_precision_the_run_evaluated_in(trained_model,
     gave 0.7242 where the run reported 0.7249): validate.py follows experiment.json's training.bf16 unless told."""
     import torch
 
-    import validate
     from vit_scratch import inference
+    from vit_scratch.cli import validate
 
     run = tmp_path / "bf16_run"
     shutil.copytree(trained_model, run)
@@ -246,7 +246,7 @@ def test_validate_cli_equals_an_independent_forward_pass(tiny_model, cifar10_pat
 
 
 def test_validate_refuses_a_model_of_other_classes(tmp_path, cifar10_path, capsys):
-    import validate
+    from vit_scratch.cli import validate
 
     renamed = CIFAR10_CLASSES[:3] + ["kitten"] + CIFAR10_CLASSES[4:]
     for names, message in ((renamed, "class 3 is 'cat' in the dataset but 'kitten' in the model's id2label"),
@@ -271,7 +271,7 @@ def test_validate_refuses_a_model_of_other_classes(tmp_path, cifar10_path, capsy
 ])
 def test_validate_errors_name_the_problem_and_write_nothing(tiny_model, tmp_path, cifar10_path, capsys, args,
                                                             message):
-    import validate
+    from vit_scratch.cli import validate
 
     before = sorted(p.name for p in tiny_model.iterdir())
     (tmp_path / "file").write_text("x")
@@ -283,7 +283,7 @@ def test_validate_errors_name_the_problem_and_write_nothing(tiny_model, tmp_path
 
 
 def test_validate_missing_model_folder(tmp_path, capsys):
-    import validate
+    from vit_scratch.cli import validate
 
     assert validate.main([str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out")]) == 2
     assert error_line(capsys.readouterr().err) == f"error: model {str(tmp_path / 'nope')!r}: no such folder"
@@ -297,7 +297,7 @@ def test_predict_matches_pipeline_in_csv_and_json(tiny_model, image_folder, tmp_
     """Folders are searched recursively (sorted; notes.txt skipped); labels and scores are the pipeline's."""
     from transformers import pipeline
 
-    import predict
+    from vit_scratch.cli import predict
 
     csv_path, json_path = tmp_path / "preds.csv", tmp_path / "deep" / "preds.json"
     for output in (csv_path, json_path):
@@ -346,7 +346,7 @@ def test_predict_cli_prints_a_table_and_writes_attention_overlays(tiny_model, im
 @pytest.mark.parametrize("case", ["missing", "not_an_image", "truncated_in_folder", "bad_suffix", "output_is_a_folder",
                                   "maps_is_a_file", "fails_after_the_maps"])
 def test_predict_errors_write_nothing(tiny_model, image_folder, tmp_path, capsys, monkeypatch, case):
-    import predict
+    from vit_scratch.cli import predict
 
     inputs, message = [str(image_folder)], None
     if case == "missing":
@@ -444,16 +444,16 @@ def test_rollout_of_a_real_model_is_a_distribution(tiny_model):
 
 
 def test_precision_names_agree():
-    import validate
     from vit_scratch import inference
+    from vit_scratch.cli.args import PRECISIONS
 
-    assert validate.PRECISIONS == tuple(inference.PRECISIONS)
+    assert PRECISIONS == tuple(inference.PRECISIONS)
 
 
 def test_another_models_code_runs_only_when_trusted(tmp_path, capsys):
     """A folder whose config asks for its own code: refused without --trust-remote-code (as transformers does), with
     nothing executed; a vit_scratch folder never needs the flag (the tests above load one without it)."""
-    import predict
+    from vit_scratch.cli import predict
 
     folder = tmp_path / "custom"
     folder.mkdir()

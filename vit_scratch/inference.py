@@ -21,6 +21,7 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto classes)
+from vit_scratch.cli import args as cli_args
 from vit_scratch.cli.errors import ConfigError, DataError
 from vit_scratch.data import IMAGE_EXTENSIONS
 from vit_scratch.reporting.figures import atomic_path
@@ -82,7 +83,7 @@ def normalize(images: torch.Tensor, processor) -> torch.Tensor:
     return x
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype (None: off)
+PRECISIONS = dict(zip(cli_args.PRECISIONS, (None, torch.bfloat16, torch.float16), strict=True))  # autocast dtype
 
 
 def forward(model, pixel_values: torch.Tensor, output_attentions: bool = False,
@@ -213,3 +214,78 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
             name = f"{path.stem}-{n}.png"
         names.append(name)
     return names
+
+
+def check_class_names(dataset_names: list[str] | None, labels: torch.Tensor, id2label: dict, where: str) -> list[str]:
+    """The model's class names, after checking that the dataset's classes are the model's (same names, same order)
+    or, for plain integer labels, that every label is one of the model's classes."""
+    names = [id2label[i] for i in range(len(id2label))]
+    if dataset_names is None:
+        top = int(labels.max())
+        if top >= len(names):
+            raise DataError(f"{where}: label {top}, but the model has {len(names)} classes")
+    elif len(dataset_names) != len(names):
+        raise DataError(f"{where} has {len(dataset_names)} classes ({', '.join(dataset_names)}), the model "
+                        f"{len(names)} ({', '.join(names)}): not the classes it was trained on")
+    else:
+        for i, (ours, theirs) in enumerate(zip(dataset_names, names, strict=True)):
+            if ours != theirs:
+                raise DataError(f"{where}: class {i} is {ours!r} in the dataset but {theirs!r} in the model's "
+                                f"id2label: not the classes it was trained on (or in another order)")
+    return names
+
+
+def evaluate(source: str, data_args, split_name: str, *, batch_size: int, precision: str,
+             trust_remote_code: bool = False) -> tuple[dict, np.ndarray, list[str]]:
+    """(metrics, confusion matrix, class names) of the saved model on one split, decoded exactly as for training
+    and normalised by its processor: accuracy, top-5, loss, per-class accuracy and counts."""
+    from transformers import EvalPrediction
+
+    from vit_scratch.data import load_split
+    from vit_scratch.metrics import build_compute_metrics
+    from vit_scratch.reporting.figures import confusion_matrix
+
+    model, processor = load_model(source, trust_remote_code=trust_remote_code)
+    config = model.config
+    split, dataset_names = load_split(data_args, split_name, config.image_size, config.num_channels)
+    names = check_class_names(dataset_names, split.labels, config.id2label,
+                              f"dataset {data_args.name!r}, split {split_name!r}")
+    device = next(model.parameters()).device
+    logits = torch.cat([forward(model, normalize(images.to(device), processor), precision=precision)[0]
+                        for images in batches(split.images, batch_size)])
+    labels = split.labels
+    metrics = build_compute_metrics(top_k=5)(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+    matrix = confusion_matrix(logits.argmax(-1).numpy(), labels.numpy(), len(names))
+    per_class = {name: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+                 for i, name in enumerate(names)}
+    results = {**metrics, "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+               "num_images": len(labels), "per_class_accuracy": per_class,
+               "images_per_class": dict(zip(names, matrix.sum(1).tolist(), strict=True)),
+               "confusion_matrix": matrix.tolist()}  # rows: true class, columns: predicted, in id2label's order
+    return results, matrix, names
+
+
+def predict(source: str, inputs: Sequence[str], *, top_k: int, batch_size: int, maps: Path | None = None,
+            trust_remote_code: bool = False) -> list[dict]:
+    """[{"path", "predictions": [{"label", "score"}, ...]}] for every image file under `inputs`, as the
+    image-classification pipeline scores them; with `maps`, each image's attention-rollout overlay goes there."""
+    paths = find_images(inputs)
+    check_images(paths)
+    model, processor = load_model(source, trust_remote_code=trust_remote_code)
+    config = model.config
+    top_k = min(top_k, config.num_labels)
+    names = iter(overlay_names(paths))
+    results = []
+    for batch in batches(paths, batch_size):
+        images = [open_image(path, config.num_channels) for path in batch]
+        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+        logits, attentions = forward(model, pixel_values, output_attentions=maps is not None)
+        top = scores(logits, config).topk(top_k, dim=-1)
+        for path, values, ids in zip(batch, top.values.tolist(), top.indices.tolist(), strict=True):
+            results.append({"path": str(path), "predictions": [{"label": config.id2label[i], "score": v}
+                                                               for v, i in zip(values, ids, strict=True)]})
+        if attentions is not None:
+            weights = attention_rollout(attentions, getattr(config, "pooling", "cls"))
+            for image, weight in zip(images, weights, strict=True):
+                save_attention_overlay(image, weight, maps / next(names))
+    return results

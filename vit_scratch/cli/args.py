@@ -1,0 +1,47 @@
+"""What the three entry points share: overrides on the command line, the error line, common flags (stdlib only)."""
+
+import argparse
+import logging
+import sys
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp32, or autocast in bf16/fp16 (inference.PRECISIONS maps them to dtypes)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every `--SECTION.KEY VALUE` (or `--SECTION.KEY=VALUE`) is an override; the rest is `parser`'s."""
+    own, overrides = [], []
+    argv = list(argv)
+    while argv:
+        token = argv.pop(0)
+        if not (token.startswith("--") and "." in token.split("=", 1)[0]):
+            own.append(token)
+        elif "=" in token:
+            overrides.append(tuple(token[2:].split("=", 1)))
+        elif argv:
+            overrides.append((token[2:], argv.pop(0)))
+        else:
+            parser.error(f"{token} needs a value")
+    return own, overrides
+
+
+def report_error(err: Exception) -> None:
+    """`error: MESSAGE` as one write: the processes of a multi-process launch share one stderr, and a line written
+    in pieces (print writes the text, then the newline) can be cut into by another process's."""
+    sys.stderr.write(f"error: {err}\n")
+    sys.stderr.flush()
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true", help="let a Hub model of another custom type run "
+                        "its own code (a vit_scratch model never needs it: this package's classes load it)")
