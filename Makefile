@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/cifar10.json
 ARGS   ?=
 
-.PHONY: install test train bench bench-accuracy lint clean
+.PHONY: install test train bench bench-accuracy keys lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 # Test accuracy under a wall-clock budget (10 minutes unless ARGS says otherwise), e.g. CONFIG=configs/cifar10_cpu.json
 bench-accuracy: $(STAMP)
 	$(BIN)/python bench/time_to_accuracy.py --config $(CONFIG) $(ARGS)
+
+# The config keys' snapshot (vit_scratch/config/keys.json) from the real classes: run after upgrading transformers.
+keys: $(STAMP)
+	$(BIN)/python -m vit_scratch.config.make_keys
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

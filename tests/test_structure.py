@@ -3,6 +3,7 @@ checked a config."""
 
 import ast
 import dataclasses
+import difflib
 import re
 import subprocess
 import sys
@@ -122,7 +123,7 @@ print("ok")
 
 
 def test_key_docs_read_from_source_match_the_classes():
-    """The fast checks and --help read ViTScratchConfig's and TrainingArguments' fields from their source files; they
+    """The fast checks and --help read ViTScratchConfig's and TrainingArguments' fields from keys.json; they
     must be exactly the classes' fields, accept exactly the values the real annotations accept, name the same choices
     and state the real defaults (a transformers upgrade that changes them fails here)."""
     from transformers import TrainingArguments
@@ -183,3 +184,15 @@ def test_the_light_folders_import_nothing_heavy():
         assert result.returncode == 0 and result.stdout.strip() == "[]", (module, result.stdout, result.stderr[-2000:])
     for script in ("train.py", "validate.py", "predict.py"):
         assert imports_of(REPO / script) <= {f"vit_scratch.cli.{script[:-3]}"}, script  # no script imports another
+
+
+def test_the_key_snapshot_is_what_the_classes_say():
+    """keys.json regenerated from the real classes is the committed file: an upgrade of transformers (a field moved
+    to a base class, an enum member added, a new annotation) shows up here as a diff, never as a silent change."""
+    from vit_scratch.config.make_keys import generate, render
+    from vit_scratch.config.schema import KEYS_FILE
+
+    committed, current = KEYS_FILE.read_text(encoding="utf-8"), render(generate())
+    diff = [line for line in difflib.unified_diff(committed.splitlines(), current.splitlines(), "keys.json",
+                                                  "the classes", lineterm="", n=1)]
+    assert not diff, "keys.json is out of date (run `make keys`):\n" + "\n".join(diff[:60])

@@ -26,7 +26,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     parser.add_argument("-s", "--seed", type=int, help="seed of training (overrides training.seed)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     own, overrides = split_overrides(parser, argv)
-    if {"-h", "--help"} & set(own):  # every config key with its type, default and meaning, read from the sources
+    if {"-h", "--help"} & set(own):  # every config key with its type, default and meaning (keys.json)
         parser.epilog = schema.describe_keys()
     args = parser.parse_args(own)
     args.config = args.config_opt or args.config

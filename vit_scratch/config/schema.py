@@ -5,27 +5,21 @@ A config file has three sections that map 1:1 onto code:
   model    -> `ViTScratchConfig` fields
   training -> `transformers.TrainingArguments` fields
 
-One validation scheme: every key is checked against the annotation of its field (`_type_ok`), then against one table
-of range rules (`RANGES`). The annotations, defaults and help texts of all three sections are read from the classes'
-source files (`section_docs`), so that key names, types, choices and ranges are checked, and `--help` lists every
-key, without importing torch or transformers (milliseconds instead of seconds). What needs the real classes, the
-model's cross-field rules (`ViTScratchConfig.validate_architecture`) and TrainingArguments' own, is checked by
-`build_experiment`, still before any data is loaded. This module imports only the standard library at load time.
+Every key is checked against its field's annotation (`_type_ok`), then against one table of range rules (`RANGES`).
+Names, types, choices, defaults and help of all three sections come from keys.json, a snapshot of the real classes
+(`make keys`), so the checks and `--help` need no torch or transformers. What needs the real classes (the model's
+cross-field rules, TrainingArguments' own) is checked by `build_experiment`, still before any data is loaded. This
+module imports only the standard library at load time.
 """
 
-import ast
 import copy
 import dataclasses
 import difflib
 import enum
 import functools
-import importlib.util
-import io
 import json
 import os
-import re
 import textwrap
-import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,24 +30,32 @@ from vit_scratch.cli.errors import ConfigError
 
 SECTIONS = ["dataset", "model", "training"]
 EXPERIMENT_FILE = "experiment.json"  # a run's config sections as given (overrides applied), beside its model
+KEYS_FILE = Path(__file__).with_name("keys.json")  # every key's type, choices, default and help (make keys)
 
 
 @dataclass
 class AugmentArguments:
     """Batch augmentation on the training device (`dataset.augmentation.*`); evaluation sees none of it."""
 
-    random_crop_padding: int = 4  # pad each side by this many pixels (reflect), crop back at random; 0 = off
-    horizontal_flip: bool = True  # flip left-right with probability 0.5
-    # "randaugment" (torchvision's RandAugment), "trivialaugment" (TrivialAugmentWide), "autoaugment" (AutoAugment's
-    # CIFAR-10 policy) or "none"; every image draws its own ops. null: "randaugment" when randaugment_num_ops > 0,
-    # else "none" (configs written before `policy`).
-    policy: Literal["none", "randaugment", "trivialaugment", "autoaugment"] | None = None
-    randaugment_num_ops: int | None = None  # RandAugment: ops applied in turn to each image; null = 2 (torchvision)
-    randaugment_magnitude: int = 9  # RandAugment magnitude: bin 0..30 of torchvision's 31 (9 = its default)
-    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup of pairs of images and their labels; 0 = off
-    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) cutmix; with mixup too, each batch picks one at random; 0 = off
-    mix_prob: float = 1.0  # probability that a batch is mixed at all (when mixup or cutmix is on)
-    random_erasing_prob: float = 0.0  # probability of erasing one random rectangle per image; 0 = off
+    random_crop_padding: int = field(default=4, metadata={"help": "pad each side by this many pixels (reflect), crop "
+                                                           "back at random; 0 = off"})
+    horizontal_flip: bool = field(default=True, metadata={"help": "flip left-right with probability 0.5"})
+    policy: Literal["none", "randaugment", "trivialaugment", "autoaugment"] | None = field(default=None, metadata={
+        "help": "'randaugment' (torchvision's RandAugment), 'trivialaugment' (TrivialAugmentWide), 'autoaugment' "
+                "(AutoAugment's CIFAR-10 policy) or 'none'; every image draws its own ops. null: 'randaugment' when "
+                "randaugment_num_ops > 0, else 'none' (configs written before `policy`)"})
+    randaugment_num_ops: int | None = field(default=None, metadata={
+        "help": "RandAugment: ops applied in turn to each image; null = 2 (torchvision)"})
+    randaugment_magnitude: int = field(default=9, metadata={
+        "help": "RandAugment magnitude: bin 0..30 of torchvision's 31 (9 = its default)"})
+    mixup_alpha: float = field(default=0.0, metadata={
+        "help": "Beta(alpha, alpha) mixup of pairs of images and their labels; 0 = off"})
+    cutmix_alpha: float = field(default=0.0, metadata={
+        "help": "Beta(alpha, alpha) cutmix; with mixup too, each batch picks one at random; 0 = off"})
+    mix_prob: float = field(default=1.0, metadata={
+        "help": "probability that a batch is mixed at all (when mixup or cutmix is on)"})
+    random_erasing_prob: float = field(default=0.0, metadata={
+        "help": "probability of erasing one random rectangle per image; 0 = off"})
 
     def __post_init__(self):
         _validate_fields(self, "dataset.augmentation.")
@@ -74,20 +76,30 @@ class AugmentArguments:
 class DataArguments:
     """Where the images come from and how they are split (`dataset.*`)."""
 
-    # A Hub dataset id, or a local path: a folder in the Hub layout (parquet/arrow files), a `save_to_disk`
-    # folder, an image folder (CLASS/*.png), a `cifar-10-python.tar.gz` archive or its `cifar-10-batches-py/`.
-    name: str = "uoft-cs/cifar10"
-    revision: str | None = None  # Hub revision (branch, tag or commit) of `name`
-    cache_dir: str | None = None  # datasets' cache folder (decoded uint8 arrays are cached there too)
-    train_split: str = "train"  # the split to train on (and to hold the validation images out of)
-    test_split: str | None = "test"  # evaluated once at the end; None = no test evaluation
-    image_column: str | None = None  # None: the first of `img`, `image` that exists
-    label_column: str | None = None  # None: the first of `label`, `labels` that exists
-    validation_size: int = 5000  # images held out of the train split for evaluation during training; 0 = none
-    validation_seed: int = 0  # seed of that hold-out (independent of the training seed, so runs compare)
-    max_train_samples: int | None = None  # keep only the first N training images (after the hold-out)
-    max_eval_samples: int | None = None  # keep only the first N validation images (test: max_test_samples)
-    max_test_samples: int | None = None  # keep only the first N test images (the card and results say how many)
+    name: str = field(default="uoft-cs/cifar10", metadata={
+        "help": "A Hub dataset id, or a local path: a folder in the Hub layout (parquet/arrow files), a `save_to_disk` "
+                "folder, an image folder (CLASS/*.png), a `cifar-10-python.tar.gz` archive or its "
+                "`cifar-10-batches-py/`."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of `name`"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "datasets' cache folder (decoded uint8 arrays are cached there too)"})
+    train_split: str = field(default="train", metadata={
+        "help": "the split to train on (and to hold the validation images out of)"})
+    test_split: str | None = field(default="test", metadata={
+        "help": "evaluated once at the end; None = no test evaluation"})
+    image_column: str | None = field(default=None, metadata={"help": "None: the first of `img`, `image` that exists"})
+    label_column: str | None = field(default=None, metadata={
+        "help": "None: the first of `label`, `labels` that exists"})
+    validation_size: int = field(default=5000, metadata={
+        "help": "images held out of the train split for evaluation during training; 0 = none"})
+    validation_seed: int = field(default=0, metadata={
+        "help": "seed of that hold-out (independent of the training seed, so runs compare)"})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "keep only the first N training images (after the hold-out)"})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "keep only the first N validation images (test: max_test_samples)"})
+    max_test_samples: int | None = field(default=None, metadata={
+        "help": "keep only the first N test images (the card and results say how many)"})
     augmentation: AugmentArguments = field(default_factory=AugmentArguments)
 
     def __post_init__(self):
@@ -258,13 +270,19 @@ def _choices(annotation) -> list:
 
 
 def _type_name(annotation) -> str:
-    """An annotation as its source would write it: `int | None`, `Literal['eager', 'sdpa'] | None`."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    """An annotation as source would write it: `int | None`, `Literal['eager', 'sdpa'] | None`, `dict[str, Any]`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(arg) for arg in args)
-    if typing.get_origin(annotation) is Literal:
+    if origin is Literal:
         return f"Literal[{', '.join(map(repr, args))}]"
-    return "None" if annotation is type(None) else getattr(annotation, "__name__", None) or str(annotation)
+    if annotation is None or annotation is type(None):
+        return "None"
+    if annotation is typing.Any:
+        return "Any"
+    if origin is not None:
+        return f"{_type_name(origin)}[{', '.join(map(_type_name, args))}]"
+    return getattr(annotation, "__name__", None) or str(annotation)
 
 
 def _check_value(key: str, value, annotation) -> None:
@@ -288,57 +306,20 @@ def _validate_fields(obj, prefix: str) -> None:
 
 @dataclass
 class KeyDoc:
-    """One config key as its class's source declares it: what `--help` prints and what values are checked against."""
+    """One config key as keys.json records it: what `--help` prints and what values are checked against."""
 
-    annotation: typing.Any  # the type, rebuilt from the source text (enums from their own source; unknown: Any)
-    type_text: str  # as written, e.g. "int | None"
-    default: str  # as written, e.g. "'uoft-cs/cifar10'"
-    help: str  # the field's comment, `metadata["help"]` or docstring line, collapsed to one line
-
-
-def _source_docs(path: Path, class_name: str, enums: dict | None = None) -> dict[str, KeyDoc]:
-    """Every annotated field of a class, read from its source file without importing it (torch and transformers take
-    seconds to import; this takes milliseconds). The help is, in order: `field(metadata={"help": ...})`, the comment
-    at the end of the field's line or on the lines just above it, the `name: text` line of the class docstring."""
-    source = path.read_text(encoding="utf-8")
-    comments = {t.start[0]: (t.string.lstrip("#").strip(), t.line.strip().startswith("#"))
-                for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
-    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == class_name)
-    docstring = dict(line.strip().split(": ", 1) for line in (ast.get_docstring(node) or "").splitlines()
-                     if re.match(r"\s*\w+: ", line))
-    namespace = _AnnotationNamespace(enums or {})
-    docs = {}
-    for n in node.body:
-        if not (isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)) or n.target.id.startswith("_"):
-            continue
-        name, default, help_text = n.target.id, ast.unparse(n.value) if n.value else "", ""
-        if isinstance(n.value, ast.Call) and ast.unparse(n.value.func) == "field":
-            keywords = {k.arg: k.value for k in n.value.keywords}
-            default = ast.unparse(keywords.get("default") or keywords.get("default_factory") or ast.Constant(...))
-            default += "()" if "default_factory" in keywords else ""
-            metadata = keywords.get("metadata")
-            if isinstance(metadata, ast.Dict):
-                help_text = next((ast.literal_eval(v) for k, v in zip(metadata.keys, metadata.values, strict=True)
-                                  if isinstance(k, ast.Constant) and k.value == "help"), "")
-        if not help_text and n.end_lineno in comments and not comments[n.end_lineno][1]:
-            help_text = comments[n.end_lineno][0]
-        above, line = [], n.lineno - 1
-        while not help_text and line in comments and comments[line][1]:
-            above.insert(0, comments[line][0])
-            line -= 1
-        help_text = help_text or " ".join(above) or docstring.get(name, "")
-        type_text = ast.unparse(n.annotation)
-        docs[name] = KeyDoc(eval(type_text, {}, namespace), type_text, default, " ".join(help_text.split()))
-    return docs
+    annotation: typing.Any  # the type, rebuilt from its text (enums from their members; another class: Any)
+    type_text: str  # as the class declares it, e.g. "int | None"
+    default: str  # repr of the default, e.g. "'uoft-cs/cifar10'"
+    help: str  # the field's `metadata["help"]` (ViTScratchConfig: its docstring's `name: text` line)
 
 
 class _AnnotationNamespace(dict):
-    """Names an annotation may use: builtins, typing's, the enums given; any other name (a class we do not read)
-    stands for typing.Any, so its values pass the fast check and are left to the class itself."""
+    """Names a type text may use: builtins, typing's, the snapshot's enums; any other name (a class the snapshot
+    does not record) stands for typing.Any, so its values pass the fast check and are left to the class itself."""
 
     def __init__(self, enums: dict):
-        super().__init__({"Any": typing.Any, "Literal": Literal, "Optional": typing.Optional, "Union": typing.Union,
-                          **enums})
+        super().__init__({"Any": typing.Any, "Literal": Literal, **enums})
 
     def __missing__(self, name):
         import builtins
@@ -346,43 +327,28 @@ class _AnnotationNamespace(dict):
         return getattr(builtins, name, typing.Any)
 
 
-def _source_enums(module: Path, names) -> dict:
-    """The `class NAME(...Enum): MEMBER = "value"` classes of a source file, rebuilt as Enums (for their choices)."""
-    tree = ast.parse(module.read_text(encoding="utf-8"))
-    enums = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name in names:
-            members = {a.targets[0].id: a.value.value for a in node.body if isinstance(a, ast.Assign)
-                       and isinstance(a.targets[0], ast.Name) and isinstance(a.value, ast.Constant)}
-            if members:
-                enums[node.name] = enum.Enum(node.name, members)
-    return enums
+def _key_docs(keys: dict, namespace: _AnnotationNamespace) -> dict:
+    return {name: _key_docs(entry, namespace) if "type" not in entry else
+            KeyDoc(eval(entry["type"], {}, namespace), entry["type"], entry["default"], entry["help"])
+            for name, entry in keys.items()}
 
 
 @functools.cache
 def section_docs() -> dict:
-    """Every accepted key of every section as a KeyDoc, from the sources (no torch, no transformers import)."""
-    transformers = Path(importlib.util.find_spec("transformers").submodule_search_locations[0])
-    training_args = transformers / "training_args.py"
-    enum_names = ("HubStrategy", "IntervalStrategy", "SaveStrategy", "SchedulerType", "OptimizerNames", "DebugOption")
-    enums = {}
-    for module in (training_args, transformers / "trainer_utils.py", transformers / "debug_utils.py"):
-        enums.update(_source_enums(module, enum_names))
-    this = Path(__file__)
-    model_package = Path(importlib.util.find_spec("modeling_vit_scratch").submodule_search_locations[0])
-    model = {**_source_docs(model_package / "configuration_vit_scratch.py", "ViTScratchConfig"),
-             **{name: KeyDoc(annotation, _type_name(annotation), "None", help_text)
-                for name, (annotation, help_text) in MODEL_EXTRA_KEYS.items()}}
-    training = _source_docs(training_args, "TrainingArguments", enums)
+    """Every accepted key of every section as a KeyDoc, from keys.json (`make keys` writes it from the classes)."""
+    snapshot = json.loads(KEYS_FILE.read_text(encoding="utf-8"))
+    namespace = _AnnotationNamespace({name: enum.Enum(name, members) for name, members in snapshot["enums"].items()})
+    docs = _key_docs(snapshot["sections"], namespace)
+    docs["model"].update({name: KeyDoc(annotation, _type_name(annotation), "None", help_text)
+                          for name, (annotation, help_text) in MODEL_EXTRA_KEYS.items()})
     for name, value in TRAINING_DEFAULTS.items():
-        training[name] = dataclasses.replace(training[name], default=f"{value!r} (TrainingArguments: "
-                                                                      f"{training[name].default})")
-    return {"dataset": {**_source_docs(this, "DataArguments"), "augmentation": _source_docs(this, "AugmentArguments")},
-            "model": model, "training": training}
+        docs["training"][name] = dataclasses.replace(docs["training"][name], default=f"{value!r} (TrainingArguments: "
+                                                     f"{docs['training'][name].default})")
+    return docs
 
 
 def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
-    """The `--help` list of every config key of `sections`: its type, default and meaning, read from the sources."""
+    """The `--help` list of every config key of `sections`: its type, default and meaning, from keys.json."""
     lines = ["config keys (in the config file's sections, or on the command line as --SECTION.KEY VALUE):"]
 
     def add(prefix: str, docs: dict):
@@ -390,9 +356,7 @@ def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
             if isinstance(doc, dict):
                 add(f"{prefix}{name}.", doc)
             elif f"{prefix}{name}" not in FORBIDDEN_KEYS:
-                default = doc.default if not doc.default.isidentifier() or doc.default in ("None", "True", "False") \
-                    else f"computed by the class ({doc.default})"  # e.g. optim's default_optim
-                lines.append(f"  {prefix}{name}  ({doc.type_text}, default {default})")
+                lines.append(f"  {prefix}{name}  ({doc.type_text}, default {doc.default})")
                 lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
     titles = {"dataset": "DataArguments, vit_scratch/config/schema.py",
               "model": "ViTScratchConfig, configuration_vit_scratch.py",
@@ -422,7 +386,7 @@ def _check_names(section: str, values, known) -> None:
 
 def check_keys(config: dict) -> dict:
     """What can be checked without torch/transformers: sections, key names, forbidden keys, every value against its
-    field's type (read from the source) and range rule. Returns the three sections (deep copies)."""
+    field's type (from keys.json) and range rule. Returns the three sections (deep copies)."""
     for section in config:
         if section not in SECTIONS:
             raise ConfigError(
