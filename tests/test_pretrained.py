@@ -140,7 +140,7 @@ def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path
 def test_card_names_a_hub_base_model(tmp_path):
     from huggingface_hub import ModelCard
 
-    from vit_scratch.reporting.figures import write_model_card
+    from vit_scratch.reporting.card import write_model_card
 
     write_model_card(tmp_path / "README.md", model_name="m", results={"test_accuracy": 0.5}, config={},
                      dataset_name="uoft-cs/cifar10", class_names=["a", "b"], repo_id=None, curves_png="c.png",

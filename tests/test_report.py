@@ -1,4 +1,5 @@
-"""report.py: PNG figures, confusion matrix, model card (Hub metadata, results table, recipe, usage), atomic JSON."""
+"""reporting/ (figures, card), metrics.confusion_matrix and atomic.py: PNG figures, confusion matrix, model card (Hub
+metadata, results table, recipe, usage), atomic JSON."""
 
 import json
 import re
@@ -10,20 +11,14 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
+from vit_scratch import atomic
+from vit_scratch.atomic import write_json
 from vit_scratch.augment import BatchAugment
 from vit_scratch.config.schema import TRAINING_DEFAULTS, AugmentArguments, build_experiment
+from vit_scratch.metrics import confusion_matrix
 from vit_scratch.reporting import figures as report
-from vit_scratch.reporting.figures import (
-    HELD_OUT_SPLIT,
-    confusion_matrix,
-    device_name,
-    effective_config,
-    plot_augmentation_preview,
-    plot_confusion_matrix,
-    plot_training_curves,
-    write_json,
-    write_model_card,
-)
+from vit_scratch.reporting.card import HELD_OUT_SPLIT, device_name, effective_config, write_model_card
+from vit_scratch.reporting.figures import plot_augmentation_preview, plot_confusion_matrix, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -347,7 +342,7 @@ def test_write_json_failure_keeps_old_file(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(report.os, "replace", crash)  # fails after the temp file is written
+    monkeypatch.setattr(atomic.os, "replace", crash)  # fails after the temp file is written
     with pytest.raises(OSError, match="disk gone"):
         write_json(path, {"step": 2})
     assert json.loads(path.read_text()) == {"step": 1}  # the old file is untouched

@@ -21,10 +21,10 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto classes)
+from vit_scratch.atomic import atomic_path
 from vit_scratch.cli import args as cli_args
 from vit_scratch.cli.errors import ConfigError, DataError
 from vit_scratch.data import IMAGE_EXTENSIONS
-from vit_scratch.reporting.figures import atomic_path
 from vit_scratch.training.checkpoints import load_complete_model, local_source_problem
 
 
@@ -242,8 +242,7 @@ def evaluate(source: str, data_args, split_name: str, *, batch_size: int, precis
     from transformers import EvalPrediction
 
     from vit_scratch.data import load_split
-    from vit_scratch.metrics import build_compute_metrics
-    from vit_scratch.reporting.figures import confusion_matrix
+    from vit_scratch.metrics import build_compute_metrics, confusion_matrix
 
     model, processor = load_model(source, trust_remote_code=trust_remote_code)
     config = model.config

@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def write_output(results: list[dict], path: Path) -> None:
     """CSV or JSON by the suffix, written atomically (a temp file in the same folder, then renamed)."""
-    from vit_scratch.reporting.figures import atomic_path, write_json
+    from vit_scratch.atomic import atomic_path, write_json
 
     if path.suffix.lower() == ".json":
         write_json(path, results)

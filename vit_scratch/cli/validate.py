@@ -110,8 +110,9 @@ def check_output_dir(output_dir: Path, model: str) -> None:
 def evaluate(args: argparse.Namespace, data_args, output_dir: Path) -> dict:
     """The split through the model (inference.evaluate), then eval_results.json and the confusion matrix written."""
     from vit_scratch import inference
+    from vit_scratch.atomic import atomic_path, write_json
     from vit_scratch.data import source_split_name
-    from vit_scratch.reporting.figures import atomic_path, plot_confusion_matrix, write_json
+    from vit_scratch.reporting.figures import plot_confusion_matrix
 
     results, matrix, names = inference.evaluate(args.model, data_args, args.split, batch_size=args.batch_size,
                                                 precision=args.precision, trust_remote_code=args.trust_remote_code)

@@ -8,7 +8,7 @@ because the metrics keep their inputs in memory.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import evaluate
@@ -53,3 +53,17 @@ def build_compute_metrics(
         return results
 
     return compute_metrics
+
+
+def confusion_matrix(predictions: Sequence[int] | np.ndarray, references: Sequence[int] | np.ndarray,
+                     num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts: entry [t, p] = how many examples of true class t were predicted p."""
+    pred = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    ref = np.asarray(references, dtype=np.int64).reshape(-1)
+    if pred.shape != ref.shape:
+        raise ValueError(f"{pred.size} predictions but {ref.size} references")
+    for name, ids in (("predictions", pred), ("references", ref)):
+        if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+            raise ValueError(f"{name} must be class ids in [0, {num_classes})")
+    counts = np.bincount(ref * num_classes + pred, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)

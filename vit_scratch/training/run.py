@@ -18,22 +18,18 @@ from transformers.trainer import TRAINER_STATE_NAME
 
 from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
 from modeling_vit_scratch.modeling_vit_scratch import ViTScratchForImageClassification
+from vit_scratch.atomic import atomic_path, write_json
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import ConfigError
 from vit_scratch.config.schema import Experiment
 from vit_scratch.data import ImageData, ImageSplit, load_image_data
-from vit_scratch.metrics import build_compute_metrics
+from vit_scratch.metrics import build_compute_metrics, confusion_matrix
+from vit_scratch.reporting.card import device_name, effective_config, write_model_card
 from vit_scratch.reporting.figures import (
     CLEAN_TRAIN_PREFIX,
-    atomic_path,
-    confusion_matrix,
-    device_name,
-    effective_config,
     plot_augmentation_preview,
     plot_confusion_matrix,
     plot_training_curves,
-    write_json,
-    write_model_card,
 )
 from vit_scratch.training.checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
 from vit_scratch.training.pretrained import load_pretrained
