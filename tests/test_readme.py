@@ -101,3 +101,24 @@ def test_common_errors_table_quotes_messages_the_code_prints():
             forms = [fragment] + [" ".join(words[:i] + ["\0"] + words[i + 1:]) for i in range(len(words))]
             assert any(form in t for form in forms for t in templates), \
                 f"README's common error {message!r}: the code prints no {fragment!r}"
+
+
+def test_the_architecture_map_is_the_layout():
+    """Every file and folder the README's architecture map names exists where the map puts it, and every module of
+    both packages is on the map."""
+    block = README.split("## Architecture\n\n```\n", 1)[1].split("```", 1)[0]
+    named, stack = set(), []
+    for line in block.splitlines():
+        indent = (len(line) - len(line.lstrip())) // 2
+        head = line.split("  ", 1)[0].strip() if indent == 0 else line.strip().split("  ", 1)[0]
+        stack = stack[:indent]
+        for name in head.replace(",", " ").split():
+            path = "/".join([*stack, name.rstrip("/")])
+            named.add(path)
+            assert (REPO / path).exists(), f"the architecture map names {path}, which does not exist"
+        if head.endswith("/"):
+            stack.append(head.rstrip("/"))
+    modules = {str(p.relative_to(REPO)) for package in ("modeling_vit_scratch", "vit_scratch")
+               for p in (REPO / package).rglob("*.py") if "metrics/" not in str(p.relative_to(REPO))}
+    modules = {m for m in modules if not m.endswith("__init__.py") or m.count("/") == 1}
+    assert modules <= named, f"not on the README's architecture map: {sorted(modules - named)}"
