@@ -10,20 +10,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-# The local uoft-cs/cifar10 copy beside the repo; VIT_SCRATCH_CIFAR10 points elsewhere (e.g. the GPU machine's copy).
-CIFAR10 = Path(os.environ.get("VIT_SCRATCH_CIFAR10", REPO.parent / "shared" / "datasets" / "cifar10"))
-
-
-def subprocess_env(**extra) -> dict:
-    """Environment for a child `train.py`/`accelerate launch`: offline, one thread each (bit-identical results,
-    and no oversubscription of the 2 cores), no token, no leftover distributed settings."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
-                        "MASTER_PORT") and not k.startswith("ACCELERATE_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
-    return env
+from .helpers import CIFAR10, PYTHON, REPO, check_ok, run, subprocess_env, tiny_run_args  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +19,13 @@ def cifar10_path() -> Path:
     if not CIFAR10.is_dir():
         pytest.fail(f"local CIFAR-10 not found at {CIFAR10} (expected ../shared/datasets/cifar10 beside the repo)")
     return CIFAR10
+
+
+@pytest.fixture(scope="session")
+def python_run(tmp_path_factory, cifar10_path) -> Path:
+    """The tiny run, once per session, for every test that only reads a finished run: `python train.py`, one
+    process, global batch 16, 4 steps (helpers.tiny_run_args); its stderr is kept beside the output folder."""
+    output_dir = tmp_path_factory.mktemp("python_run") / "out"
+    proc = check_ok(run([PYTHON, "train.py", *tiny_run_args(cifar10_path, output_dir)]))
+    (output_dir.parent / "stderr.txt").write_text(proc.stderr)
+    return output_dir

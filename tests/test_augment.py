@@ -11,7 +11,7 @@ from PIL import Image
 from vit_scratch.augment import BatchAugment, random_crop_flip
 from vit_scratch.config.schema import AugmentArguments
 
-from .conftest import REPO, subprocess_env
+from .helpers import REPO, subprocess_env
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 K = 10

@@ -13,7 +13,7 @@ from vit_scratch.config.schema import (
     read_config_file,
 )
 
-from .conftest import REPO
+from .helpers import REPO
 
 SEED_INI = REPO.parent / "shared" / "seed" / "config.ini"
 

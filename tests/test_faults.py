@@ -35,11 +35,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import REPO, subprocess_env
+from .helpers import ACCELERATE, CPU_2PROC, PYTHON, REPO, subprocess_env
 
-PYTHON = sys.executable
-ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
-CPU_2PROC = str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")
 FAKE_TOKEN = "hf_faults_secret_token_4242"
 TIMEOUT = 240
 MAX_STEPS = 10  # 64 images / batch 16 = 4 steps per epoch: 10 steps end mid-epoch 3
@@ -243,6 +240,7 @@ def best_run(tmp_path_factory, cifar10_path) -> Path:
 # ----------------------------------------------------------------------------------------------- 1. SIGKILL + resume
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(every_step_run, tmp_path, cifar10_path):
     """One run killed with SIGKILL at up to seven points, each time resumed with --resume from its newest complete
     checkpoint.
@@ -432,6 +430,7 @@ def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(bes
     assert state["best_metric"] == reference["best_metric"]
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_two_process_accelerate_launch(tmp_path, cifar10_path):
     """SIGTERM to the `accelerate launch` process: torchrun's agent forwards it to both workers, which agree (an
     all-reduce of the flag at every step end) to save the same step's checkpoint and exit 143; the launcher exits

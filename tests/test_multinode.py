@@ -21,19 +21,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import REPO, subprocess_env
-from .test_train_e2e import (
+from .helpers import (
     ACCELERATE,
     GLOBAL_BATCH,
+    REPO,
     STEPS,
     TIMEOUT,
     assert_png,
     free_port,
     log_history,
     read_json,
+    subprocess_env,
     tiny_run_args,
 )
 
+pytestmark = pytest.mark.slow  # two machines' launchers; `make test` runs it, `-m 'not slow'` skips it
 MULTI_NODE = str(REPO / "configs" / "accelerate" / "multi_node.yaml")
 MACHINES = 2  # one process each
 

@@ -7,7 +7,7 @@ import pytest
 
 from vit_scratch.config.schema import FORBIDDEN_KEYS, SECTIONS, TRAINING_DEFAULTS, section_docs
 
-from .conftest import REPO
+from .helpers import REPO
 
 README = (REPO / "README.md").read_text()
 

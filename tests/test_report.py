@@ -20,20 +20,14 @@ from vit_scratch.reporting import figures as report
 from vit_scratch.reporting.card import HELD_OUT_SPLIT, device_name, effective_config, write_model_card
 from vit_scratch.reporting.figures import plot_augmentation_preview, plot_confusion_matrix, plot_training_curves
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from . import helpers
+from .helpers import CIFAR10_CLASSES
+
+CLASSES = CIFAR10_CLASSES
 
 
 def assert_png(path, size=None):
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC and len(data) > 5000
-    with Image.open(path) as image:
-        image.verify()
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        if size is not None:
-            assert image.size == size
-        return image.size
+    return helpers.assert_png(path, size, min_bytes=5000)
 
 
 # ----------------------------------------------------------------------------------------------- training curves

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from .conftest import REPO, subprocess_env
+from .helpers import REPO, subprocess_env
 
 sys.path.insert(0, str(REPO / "bench"))  # the benchmarks' shared step helpers
 from steps import SyncError, SyncTrap, _HostReadTrap, experiment_for, random_split, trainer_seconds  # noqa: E402

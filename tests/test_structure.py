@@ -20,7 +20,7 @@ from vit_scratch.config.schema import (
     section_docs,
 )
 
-from .conftest import REPO, subprocess_env
+from .helpers import REPO, subprocess_env
 
 PACKAGES = (REPO / "modeling_vit_scratch", REPO / "vit_scratch")
 TRAINING_ONLY = ("datasets", "accelerate", "evaluate", "matplotlib", "PIL", "pyarrow")

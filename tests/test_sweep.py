@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, subprocess_env
+from .helpers import PNG_MAGIC, REPO, subprocess_env
 
 sys.path.insert(0, str(REPO / "bench"))
 from steps import bare_train, evaluate, total_steps  # noqa: E402
 
 SWEEPS = sorted((REPO / "bench" / "sweeps").glob("*.json"))
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def sweep(path: Path, out_dir: Path, cifar10_path: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -12,9 +12,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -24,72 +22,32 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from . import hub_standin
-from .conftest import REPO, subprocess_env
+from .helpers import (
+    ACCELERATE,
+    CIFAR10_CLASSES,
+    CONFIG,
+    CPU_2PROC,
+    EVAL_IMAGES,
+    GLOBAL_BATCH,
+    PYTHON,
+    REPO,
+    STEPS,
+    TIMEOUT,
+    TINY_MODEL,
+    TRAIN_IMAGES,
+    assert_png,
+    check_ok,
+    free_port,
+    log_history,
+    read_json,
+    run,
+    subprocess_env,
+    tiny_run_args,
+    train_in_process,
+)
 
-PYTHON = sys.executable
-ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
-CONFIG = str(REPO / "configs" / "cifar10.json")
-CPU_2PROC = str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")
 SEED_INI = REPO.parent / "shared" / "seed" / "config.ini"
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAKE_TOKEN = "hf_fake_secret_token_123"
-TIMEOUT = 300
-
-TINY_MODEL = ["--model.hidden_size", "32", "--model.num_hidden_layers", "1", "--model.num_attention_heads", "2",
-              "--model.intermediate_size", "64"]
-# No dropout, no augmentation: a step's loss depends only on the weights and WHICH images the batch holds, so runs
-# that shard the same global batch differently must agree.
-DETERMINISTIC = ["--model.hidden_dropout_prob", "0", "--dataset.augmentation.random_crop_padding", "0",
-                 "--dataset.augmentation.horizontal_flip", "false"]
-GLOBAL_BATCH, STEPS, TRAIN_IMAGES, EVAL_IMAGES = 16, 4, 64, 64  # 64 / 16 = 4 steps = exactly one epoch
-
-
-def tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH) -> list[str]:
-    """configs/cifar10.json made tiny and deterministic: one epoch, evaluated (and checkpointed) at its end."""
-    return ["--config", CONFIG, "--dataset.name", str(cifar10_path),
-            "--dataset.max_train_samples", str(TRAIN_IMAGES), "--dataset.max_eval_samples", str(EVAL_IMAGES),
-            "--dataset.max_test_samples", str(EVAL_IMAGES),
-            "--dataset.validation_size", str(EVAL_IMAGES), "--training.max_steps", str(STEPS),
-            "--training.per_device_train_batch_size", str(per_device_batch), "--training.logging_steps", "1",
-            "--training.output_dir", str(output_dir), *TINY_MODEL, *DETERMINISTIC]
-
-
-def train_in_process(argv: list[str]) -> int:
-    """`train.main(argv)` in this process, on one thread (as the subprocess runs are: the same numbers)."""
-    import train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train.main(argv)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def run(cmd: list[str], cwd=REPO, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n" \
-                                 f"{proc.stderr[-8000:]}"
-    return proc
-
-
-def free_port() -> int:
-    """torchrun's default port 29500 may be taken by another test run on this machine."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text())
-
-
-def log_history(output_dir: Path) -> list[dict]:
-    return read_json(output_dir / "trainer_state.json")["log_history"]
 
 
 def training_losses(output_dir: Path) -> dict[int, float]:
@@ -102,23 +60,7 @@ def tree_digest(folder: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def assert_png(path: Path):
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
-    with Image.open(path) as image:
-        image.verify()
-
-
 # ----------------------------------------------------------------------------------------------- shared runs
-
-
-@pytest.fixture(scope="module")
-def python_run(tmp_path_factory, cifar10_path) -> Path:
-    """`python train.py`, one process, global batch 16."""
-    output_dir = tmp_path_factory.mktemp("python_run") / "out"
-    proc = check_ok(run([PYTHON, "train.py", *tiny_run_args(cifar10_path, output_dir)]))
-    (output_dir.parent / "stderr.txt").write_text(proc.stderr)
-    return output_dir
 
 
 @pytest.fixture(scope="module")
@@ -491,13 +433,14 @@ def test_older_projects_ini_runs_end_to_end_and_logs_its_mapping(tmp_path, cifar
 # ----------------------------------------------------------------------------------------------- 7, 8. refusals
 
 
-def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path, cifar10_path):
+def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path, cifar10_path, capsys):
     out = tmp_path / "out"
-    proc = run([PYTHON, "train.py", *tiny_run_args(cifar10_path, out), "--training.learnig_rate", "1"])
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert error and "training.learnig_rate" in error[0] and "'learning_rate'" in error[0], proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    status = train_in_process([*tiny_run_args(cifar10_path, out), "--training.learnig_rate", "1"])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr[-3000:]
+    error = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert error and "training.learnig_rate" in error[0] and "'learning_rate'" in error[0], stderr[-3000:]
+    assert "Traceback" not in stderr
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -509,17 +452,20 @@ def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path, cifar10_pat
      "training.push_to_hub=true, but the Hub cannot be used"),
     (["--training.do_train", "false"], "training.do_train is not allowed"),
 ])
-def test_what_would_fail_late_or_be_ignored_fails_before_the_data_loads(tmp_path, extra, message):
+def test_what_would_fail_late_or_be_ignored_fails_before_the_data_loads(tmp_path, extra, message, capsys,
+                                                                         monkeypatch):
     """A missing logging backend, an unreachable Hub and keys the run would ignore: `error:` and exit 2 before any
     data is read (the dataset named here does not exist, so reaching the data would give another error)."""
     if "trackio" in extra and importlib.util.find_spec("trackio") is not None:
         pytest.skip("trackio is installed here")
     out = tmp_path / "out"
-    proc = run([PYTHON, "train.py", "--config", CONFIG, "--dataset.name", str(tmp_path / "no-such-dataset"),
-                "--training.output_dir", str(out), *extra], HF_TOKEN="hf_not_a_real_token")
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.splitlines()[-1].startswith(f"error: {message}"), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and not out.exists()
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    status = train_in_process(["--config", CONFIG, "--dataset.name", str(tmp_path / "no-such-dataset"),
+                               "--training.output_dir", str(out), *extra])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr[-3000:]
+    assert stderr.splitlines()[-1].startswith(f"error: {message}"), stderr[-3000:]
+    assert "Traceback" not in stderr and not out.exists()
 
 
 def test_resume_without_a_checkpoint_fails_clearly(tmp_path, cifar10_path, capsys):

@@ -12,7 +12,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import types
 
 import numpy as np
@@ -21,13 +20,19 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import REPO, subprocess_env
-from .test_train_e2e import train_in_process
+from .helpers import (
+    CIFAR10_CLASSES,
+    PYTHON,
+    REPO,
+    assert_png,
+    check_ok,
+    error_line,
+    read_json,
+    subprocess_env,
+    train_in_process,
+)
 
-PYTHON = sys.executable
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
 
 
@@ -36,12 +41,6 @@ def run(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
     args = [str(REPO / a) if a.endswith(".py") and (REPO / a).is_file() else a for a in args]
     return subprocess.run([PYTHON, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
-
-
-def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n" \
-                                 f"{proc.stderr[-8000:]}"
-    return proc
 
 
 def save_tiny_model(folder, class_names=CIFAR10_CLASSES, pooling="cls", seed=0):
@@ -92,24 +91,6 @@ def image_folder(tmp_path_factory):
     Image.fromarray(rng.randint(0, 255, (20, 36, 4), dtype=np.uint8), "RGBA").save(root / "sub" / "a.png")
     (root / "notes.txt").write_text("not an image")
     return root
-
-
-def read_json(path):
-    return json.loads(path.read_text())
-
-
-def assert_png(path, size=None):
-    assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
-    with Image.open(path) as image:
-        image.verify()
-        assert size is None or image.size == size
-
-
-def error_line(stderr: str) -> str:
-    """The one `error: ...` line, last on stderr (progress bars may come before it)."""
-    lines = stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: ") and sum(x.startswith("error:") for x in lines) == 1, stderr
-    return lines[-1]
 
 
 def no_temp_files(folder):

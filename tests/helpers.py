@@ -1,0 +1,108 @@
+"""What several test modules share: paths, the tiny run's settings, running the CLIs, reading what they wrote."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# The local uoft-cs/cifar10 copy beside the repo; VIT_SCRATCH_CIFAR10 points elsewhere (e.g. the GPU machine's copy).
+CIFAR10 = Path(os.environ.get("VIT_SCRATCH_CIFAR10", REPO.parent / "shared" / "datasets" / "cifar10"))
+PYTHON = sys.executable
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+CONFIG = str(REPO / "configs" / "cifar10.json")
+CPU_2PROC = str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TIMEOUT = 300
+
+TINY_MODEL = ["--model.hidden_size", "32", "--model.num_hidden_layers", "1", "--model.num_attention_heads", "2",
+              "--model.intermediate_size", "64"]
+# No dropout, no augmentation: a step's loss depends only on the weights and WHICH images the batch holds, so runs
+# that shard the same global batch differently must agree.
+DETERMINISTIC = ["--model.hidden_dropout_prob", "0", "--dataset.augmentation.random_crop_padding", "0",
+                 "--dataset.augmentation.horizontal_flip", "false"]
+GLOBAL_BATCH, STEPS, TRAIN_IMAGES, EVAL_IMAGES = 16, 4, 64, 64  # 64 / 16 = 4 steps = exactly one epoch
+
+
+def subprocess_env(**extra) -> dict:
+    """Environment for a child `train.py`/`accelerate launch`: offline, one thread each (bit-identical results,
+    and no oversubscription of the 2 cores), no token, no leftover distributed settings."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT") and not k.startswith("ACCELERATE_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               HF_EVALUATE_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
+    return env
+
+
+def tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH) -> list[str]:
+    """configs/cifar10.json made tiny and deterministic: one epoch, evaluated (and checkpointed) at its end."""
+    return ["--config", CONFIG, "--dataset.name", str(cifar10_path),
+            "--dataset.max_train_samples", str(TRAIN_IMAGES), "--dataset.max_eval_samples", str(EVAL_IMAGES),
+            "--dataset.max_test_samples", str(EVAL_IMAGES),
+            "--dataset.validation_size", str(EVAL_IMAGES), "--training.max_steps", str(STEPS),
+            "--training.per_device_train_batch_size", str(per_device_batch), "--training.logging_steps", "1",
+            "--training.output_dir", str(output_dir), *TINY_MODEL, *DETERMINISTIC]
+
+
+def train_in_process(argv: list[str]) -> int:
+    """`train.main(argv)` in this process, on one thread (as the subprocess runs are: the same numbers)."""
+    import torch
+
+    import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(cmd: list[str], cwd=REPO, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n" \
+                                 f"{proc.stderr[-8000:]}"
+    return proc
+
+
+def free_port() -> int:
+    """torchrun's default port 29500 may be taken by another test run on this machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def log_history(output_dir: Path) -> list[dict]:
+    return read_json(output_dir / "trainer_state.json")["log_history"]
+
+
+def assert_png(path: Path, size=None, min_bytes: int = 0):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert len(data) > min_bytes, (path, len(data))
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert size is None or image.size == size
+        return image.size
+
+
+def error_line(stderr: str) -> str:
+    """The one `error: ...` line, last on stderr (progress bars may come before it)."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and sum(x.startswith("error:") for x in lines) == 1, stderr
+    return lines[-1]
