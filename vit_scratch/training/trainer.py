@@ -1,25 +1,8 @@
 """The HF `Trainer`, adapted to images that live on the training device.
 
-- `DeviceImageDataset` holds a split as uint8 tensors and cuts a whole batch with one indexing op
-  (`__getitems__`), so the Trainer's sampler, accelerate's per-process sharding and resume-skipping all
-  still work, but no per-image Python runs and no worker processes are needed.
-- `ViTScratchTrainer._prepare_inputs` turns a uint8 batch into model inputs on the device: augmentation and
-  normalisation while training (compiled with the model under `torch_compile`), normalisation alone while evaluating.
-- The training step never waits for the device: no `.item()`, no host copies; what must read a value (the NaN check,
-  logging) does so only when the Trainer logs, evaluates or saves. Training drops its last partial batch, so every
-  step has the same shapes (one compiled graph, CUDA-graph friendly); evaluation keeps every image.
-- No weight decay on biases, norms, the CLS token and the position embeddings.
-- Label smoothing is folded into the soft targets of the augmentation (the Trainer's own `LabelSmoother`
-  assumes integer labels, which mixup/cutmix replace), so evaluation losses are plain cross-entropy.
-- Every Hub push carries the model's code files; the model card is ours (`report.py`), never the automatic one.
-- A non-finite loss stops training, naming the step, before any checkpoint of it is written.
-- SIGTERM (preemption) saves a checkpoint at the end of the current optimizer step and stops: `train()` then raises
-  `Preempted`, so that the caller does not finish the run as if it were done. Every way training stops early
-  (NaN/inf, SIGTERM) is raised here, as an `errors.TrainingStopped`.
-- Datasets reach the device in one place (`_on_device`): training, validation, and whatever `predict` gets.
-- A write that fails while saving a checkpoint or the model ends the run in one line (`writes.WriteFailed`). The
-  final model is written into a hidden folder and renamed in, the weights last: a save cut short never leaves a
-  `model.safetensors` that looks complete (a torn checkpoint is told apart by `checkpoint_problem`).
+`DeviceImageDataset` holds a split as uint8 tensors and cuts a whole batch with one gather; `ViTScratchTrainer`
+augments and normalises on the device, never waits for it inside a step, and stops early (NaN/inf, SIGTERM) by
+raising `errors.TrainingStopped`. The details are told where they are done, below.
 """
 
 import contextlib
@@ -347,4 +330,4 @@ class ViTScratchTrainer(Trainer):
         super()._push_from_checkpoint(checkpoint_folder)
 
     def create_model_card(self, *args, **kwargs) -> None:
-        """Our card is written by `report.write_model_card`; the automatic one would overwrite it."""
+        """Our card is written by `reporting.card.write_model_card`; the automatic one would overwrite it."""
