@@ -330,6 +330,7 @@ PKG = "modeling_vit_scratch"
 sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or os.getcwd(), PKG))]
 sys.meta_path[:] = [f for f in sys.meta_path if not (hasattr(f, "find_spec") and f.find_spec(PKG, None) is not None)]
 assert importlib.util.find_spec(PKG) is None, "package still importable"
+assert importlib.util.find_spec("vit_scratch") is None, "the application still importable"
 
 import torch
 from transformers import AutoModel, AutoModelForImageClassification

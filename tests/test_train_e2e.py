@@ -335,6 +335,7 @@ def test_python_and_accelerate_one_process_give_identical_results(python_run, ac
 REMOTE_LOAD = textwrap.dedent("""
     import sys
     sys.modules["modeling_vit_scratch"] = None  # our package must not be importable: the Hub copy's code is used
+    sys.modules["vit_scratch"] = None  # nor the application
     import json
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
