@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..modeling_vit_scratch import ViTScratchForImageClassification
 from .augment import BatchAugment
 from .checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
 from .config import Experiment
-from .data import ImageData, load_image_data
+from .data import ImageData
 from .errors import ConfigError
 from .metrics import build_compute_metrics
 from .pretrained import load_pretrained
@@ -34,7 +35,8 @@ from .report import (
     write_json,
     write_model_card,
 )
-from .trainer import DeviceImageDataset, ViTScratchTrainer
+from .storage import default_workers, load_data, make_dataset, stream_mean_std
+from .trainer import ViTScratchTrainer
 
 logger = logging.getLogger("vit_scratch")
 
@@ -64,7 +66,7 @@ def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImage
 
 
 def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratchTrainer,
-                    checkpoint: Path | None) -> str:
+                    checkpoint: Path | None, storage: str = "device") -> str:
     """What is about to run, in one block: data, model, devices, precision, steps, output."""
     args, model = trainer.args, trainer.model
     config = model.config
@@ -84,6 +86,8 @@ def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratch
         "data": f"{experiment.dataset.name}: {split(data.train)} train / {split(data.validation)} validation / "
                 f"{split(data.test)} test images, {len(data.class_names)} classes, {config.image_size}x"
                 f"{config.image_size} px",
+        "storage": storage + (f", decoded by {args.dataloader_num_workers} DataLoader worker(s) per process"
+                              if storage == "stream" else ""),
         "model": f"ViTScratch, {model.num_parameters():,} parameters, {start}",
         "devices": f"{args.world_size} process{'es' if args.world_size > 1 else ''} on {device}"
                    + (f" ({args.distributed_state.distributed_type.value})" if args.world_size > 1 else ""),
@@ -112,12 +116,20 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
 
     set_seed(args.seed)
     # Several processes: the main one decodes into the datasets cache first, then the others read it (one per
-    # machine with save_on_each_node, which says the machines share no filesystem).
+    # machine with save_on_each_node, which says the machines share no filesystem). Storage 'stream' decodes nothing
+    # here; `datasets` still prepares its Arrow files of the source once.
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     with args.main_process_first(local=args.save_on_each_node, desc="decoding the dataset"):
-        data = load_image_data(experiment.dataset, model_config.image_size, model_config.num_channels,
-                               experiment.num_labels)  # checks the labels against model.num_labels when given
+        data, storage, why = load_data(experiment.dataset, model_config.image_size, model_config.num_channels,
+                                       experiment.num_labels, args.device, local_processes)  # labels checked too
+    if args.process_index == 0:
+        logger.info("%s", why)
+    if storage == "stream" and "dataloader_num_workers" not in experiment.raw["training"]:
+        args.dataloader_num_workers = default_workers(local_processes)
     if pretrained and pretrained.mean is not None:  # the normalisation its weights learned with
         data = dataclasses.replace(data, mean=pretrained.mean, std=pretrained.std)
+    elif data.mean is None:  # streamed: measured now, decoding the training images (or a sample) once
+        data = stream_mean_std(data, args.dataloader_num_workers)
     per_step = args.per_device_train_batch_size * args.world_size
     if len(data.train) < per_step:
         raise ConfigError(f"training.per_device_train_batch_size={args.per_device_train_batch_size} x "
@@ -133,8 +145,8 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     trainer = ViTScratchTrainer(
         model=model,
         args=args,
-        train_dataset=DeviceImageDataset(data.train),
-        eval_dataset=DeviceImageDataset(data.validation) if data.validation is not None else None,
+        train_dataset=make_dataset(data.train, storage, args.device),
+        eval_dataset=make_dataset(data.validation, storage, args.device) if data.validation is not None else None,
         processing_class=build_image_processor(config, data),
         compute_metrics=build_compute_metrics(),
         augment=BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
@@ -146,7 +158,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     # a slower rank of a multi-process launch finds rank 0's experiment.json and refuses to start.
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        logger.info("%s", startup_summary(experiment, data, trainer, checkpoint))
+        logger.info("%s", startup_summary(experiment, data, trainer, checkpoint, storage))
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
         plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
@@ -163,7 +175,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     test = None
     if data.test is not None:
         trainer.progress_label = f"test ({len(data.test):,} images)"
-        test = trainer.predict(DeviceImageDataset(data.test), metric_key_prefix="test")
+        test = trainer.predict(make_dataset(data.test, storage, args.device), metric_key_prefix="test")
         results.update(test.metrics)
     results.update(world_size=args.world_size, num_parameters=model.num_parameters(), seed=args.seed,
                    train_images=len(data.train), eval_images=len(data.validation or ()),
