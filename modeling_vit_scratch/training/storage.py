@@ -147,7 +147,7 @@ def choose_storage(wanted: str, nbytes: int, device: torch.device, local_process
         on_device = f"{_size(nbytes)} {'<=' if fits_device else '>'} {DEVICE_SHARE:.0%} of the GPU's free " \
                     f"{_size(free)}"
         if fits_device and fits_ram:
-            return "device", f"dataset.storage=auto -> 'device': {on_device}"
+            return "device", f"dataset.storage=auto -> 'device': {on_device}, and {in_ram} (decoded there first)"
         if fits_ram:
             return "host", f"dataset.storage=auto -> 'host': {on_device}, but {in_ram}"
         return "stream", f"dataset.storage=auto -> 'stream': {on_device}, and {in_ram}"
