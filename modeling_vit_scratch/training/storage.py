@@ -172,6 +172,12 @@ def load_data(args: DataArguments, image_size: int, num_channels: int, num_label
     return (source.lazy() if storage == "stream" else source.decode()), storage, why
 
 
+def _as_is(batch):
+    """A DataLoader's collate_fn for datasets whose `__getitems__` returns the batch (a module-level function: under
+    the spawn/forkserver start methods the loader is pickled to its workers)."""
+    return batch
+
+
 class _Histograms(torch.utils.data.Dataset):
     def __init__(self, images: LazyImages):
         self.images = images
@@ -197,7 +203,7 @@ def stream_mean_std(data: ImageData, workers: int, batch_size: int = 256,
         rows = np.sort(np.random.RandomState(0).choice(len(rows), max_images, replace=False))
     sample = LazyImages(images.read, images.rows[rows], images.shape[2], images.shape[1])
     loader = torch.utils.data.DataLoader(_Histograms(sample), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=lambda counts: counts, generator=torch.Generator())
+                                         collate_fn=_as_is, generator=torch.Generator())
     counts = sum(loader)
     mean, std = mean_std(counts)
     logger.info("mean/std measured on %s of %d training images (streamed)",
