@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -303,10 +304,14 @@ def test_sigkill_then_resume_in_host_and_stream_storage_gives_the_device_run(eve
     run = train_run(config, out, *STORAGE_ARGS[storage], name="killed")
     wait_for(lambda: (out / "checkpoint-6").exists(), run, "checkpoint-6")
     time.sleep(random.Random(seed).uniform(0, 0.6) * step_seconds)
+    workers = psutil.Process(run.pid).children(recursive=True)  # stream: its decode worker
     run.signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL, run.text()[-4000:]
     print(f"FAULTS_SEED={seed}: killed after {checkpoints(out)[-1]}")
     log = finished(train_run(config, out, "--resume", *STORAGE_ARGS[storage], name="resumed")).text()
+    assert bool(workers) == (storage == "stream")
+    _, alive = psutil.wait_procs(workers, timeout=30)  # a worker notices its parent's death within seconds
+    assert not alive, f"decode workers outlived the killed run: {alive}"
     assert "--resume: continuing from " in log and f"storage    {storage}" in log
     assert checkpoints(out) == list(range(1, MAX_STEPS + 1))
     for step in checkpoints(out):

@@ -129,7 +129,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     if pretrained and pretrained.mean is not None:  # the normalisation its weights learned with
         data = dataclasses.replace(data, mean=pretrained.mean, std=pretrained.std)
     elif data.mean is None:  # streamed: measured now, decoding the training images (or a sample) once
-        data = stream_mean_std(data, args.dataloader_num_workers)
+        data = stream_mean_std(data, args.dataloader_num_workers, args.dataloader_multiprocessing_context)
     per_step = args.per_device_train_batch_size * args.world_size
     if len(data.train) < per_step:
         raise ConfigError(f"training.per_device_train_batch_size={args.per_device_train_batch_size} x "

@@ -16,6 +16,7 @@ device in all of them (trainer.py).
 """
 
 import logging
+import multiprocessing
 import os
 from dataclasses import replace
 
@@ -192,7 +193,14 @@ class _Histograms(torch.utils.data.Dataset):
             raise StreamDataError(str(error)) from None
 
 
-def stream_mean_std(data: ImageData, workers: int, batch_size: int = 256,
+def worker_context(given: str | None) -> str | None:
+    """How DataLoader workers start: `given`, else fork where there is fork. A worker started by a forkserver (Python
+    3.14's default on Linux, and that of any process a forkserver started) has the server as its parent, so it
+    outlives a training process killed with SIGKILL (torch's watchdog only notices its parent's death)."""
+    return given or ("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+
+
+def stream_mean_std(data: ImageData, workers: int, context: str | None = None, batch_size: int = 256,
                     max_images: int = STATS_IMAGES) -> ImageData:
     """`data` with the mean/std of its (streamed) training images, decoded by `workers` processes: exact when the
     split holds at most `max_images`, else measured on a seeded sample of that many. Draws nothing from torch's
@@ -203,7 +211,8 @@ def stream_mean_std(data: ImageData, workers: int, batch_size: int = 256,
         rows = np.sort(np.random.RandomState(0).choice(len(rows), max_images, replace=False))
     sample = LazyImages(images.read, images.rows[rows], images.shape[2], images.shape[1])
     loader = torch.utils.data.DataLoader(_Histograms(sample), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=_as_is, generator=torch.Generator())
+                                         collate_fn=_as_is, generator=torch.Generator(),
+                                         multiprocessing_context=worker_context(context) if workers else None)
     counts = sum(loader)
     mean, std = mean_std(counts)
     logger.info("mean/std measured on %s of %d training images (streamed)",

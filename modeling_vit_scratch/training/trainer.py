@@ -38,7 +38,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 from .augment import BatchAugment
 from .checkpoints import latest_complete_checkpoint
 from .errors import NonFiniteLossError, Preempted
-from .storage import DeviceImageDataset, StreamImageDataset
+from .storage import DeviceImageDataset, StreamImageDataset, worker_context
 
 logger = logging.getLogger("vit_scratch")
 
@@ -248,15 +248,21 @@ class ViTScratchTrainer(Trainer):
         # batch (same shapes every step; no tiny last step) and evaluation never does (every image counts).
         # Only streamed data has work for worker processes (decoding), and only it comes in pageable memory that a
         # GPU run pins (HostImageDataset pins its own buffers).
+        # Workers are forked unless the config says otherwise (storage.worker_context says why).
         args, stream = self.args, isinstance(dataset, StreamImageDataset)
-        saved = args.dataloader_drop_last, args.dataloader_num_workers, args.dataloader_pin_memory
+        names = ("dataloader_drop_last", "dataloader_num_workers", "dataloader_pin_memory",
+                 "dataloader_multiprocessing_context")
+        saved = [getattr(args, name) for name in names]
         args.dataloader_drop_last = is_training
         args.dataloader_num_workers = args.dataloader_num_workers if stream else 0
         args.dataloader_pin_memory = stream and args.device.type == "cuda"
+        if args.dataloader_num_workers:
+            args.dataloader_multiprocessing_context = worker_context(args.dataloader_multiprocessing_context)
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
-            args.dataloader_drop_last, args.dataloader_num_workers, args.dataloader_pin_memory = saved
+            for name, value in zip(names, saved, strict=True):
+                setattr(args, name, value)
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
         """6 x parameters (without embeddings) x tokens per batch, for `total_flos`. transformers recounts the
