@@ -65,8 +65,8 @@ class DeviceImageDataset(torch.utils.data.Dataset):
 
 
 class HostImageDataset(torch.utils.data.Dataset):
-    """A split held in host memory as uint8 (N, C, H, W); `__getitems__` gathers a batch with one `index_select`
-    into a fresh buffer, pinned when `pin` (a GPU run) so that the copy to the device can be asynchronous. The
+    """A split held in host memory as uint8 (N, C, H, W); `__getitems__` gathers a batch with one `np.take` into a
+    fresh buffer, pinned when `pin` (a GPU run) so that the copy to the device can be asynchronous. The
     copy itself is accelerate's (`non_blocking`, see ViTScratchTrainer), one batch ahead of the step."""
 
     def __init__(self, split: ImageSplit, pin: bool = False):
@@ -81,7 +81,9 @@ class HostImageDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices)
         images = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=self.pin)
-        torch.index_select(self.images, 0, index, out=images)
+        # numpy's take: one thread, memory-bound, ~3 ms for 32 images at 224 px on a busy 2-core machine, where
+        # torch's (multi-threaded) index_select took 2-56 ms and plain indexing 12-18 ms (measured side by side).
+        np.take(self.images.numpy(), index.numpy(), axis=0, out=images.numpy())
         labels = self.labels[index]
         return {"pixel_values": images, "labels": labels.pin_memory() if self.pin else labels}
 
