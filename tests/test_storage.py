@@ -166,3 +166,33 @@ def test_each_storage_trains_exactly_like_device(mode_runs, mode):
     # The saved image processor normalises like training did: stream measured the same mean/std by streaming.
     processor, expected = (json.loads((r / "preprocessor_config.json").read_text()) for r in (run, reference))
     assert processor["image_mean"] == expected["image_mean"] and processor["image_std"] == expected["image_std"]
+
+
+def test_a_bad_validation_image_met_while_streaming_stops_the_run_naming_its_row(tmp_path):
+    """Streamed, a bad image outside the training rows (which the mean/std pass decodes first) is met by the first
+    evaluation: the run stops there with one `error:` line naming the source row, exit status 2."""
+    import contextlib
+    import io
+
+    import train
+
+    n, held_out = 40, 8
+    bad = int(np.sort(np.random.RandomState(0).permutation(n)[:held_out])[0])  # a validation row (seed 0)
+    values = image_values(signed_images(n))
+    values[bad] = {"bytes": values[bad]["bytes"][:40], "path": None}  # truncated
+    path = save_dict(tmp_path / "saved", {"train": (values, [i % 2 for i in range(n)])})
+    config = {"dataset": {"name": str(path), "storage": "stream", "validation_size": held_out, "test_split": None,
+                          "cache_dir": str(tmp_path / "cache")},
+              "model": {"image_size": 8, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1,
+                        "num_attention_heads": 1, "intermediate_size": 16},
+              "training": {"output_dir": str(tmp_path / "out"), "max_steps": 2, "per_device_train_batch_size": 8,
+                           "eval_strategy": "steps", "eval_steps": 1, "save_strategy": "no",
+                           "load_best_model_at_end": False, "dataloader_num_workers": 1, "disable_tqdm": True}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = train.main(["--config", str(tmp_path / "config.json")])
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(errors) == 1, err.getvalue()[-3000:]
+    assert errors[0].startswith(f"error: dataset {str(path)!r}, split 'train', row {bad}: cannot decode column "
+                                "'image': UnidentifiedImageError")
