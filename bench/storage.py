@@ -257,6 +257,8 @@ def run_child(args, folder: Path, model: Path, mode: str | None, n: int) -> dict
     cmd += ["--mode", mode] if mode else ["--data-path"]
     cmd += ["--workers", str(args.workers)] if args.workers is not None else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -301,6 +303,10 @@ def main() -> None:
     parser.add_argument("--augment", choices=["on", "off"], default=None,
                         help="random crop (padding 16) + flip on the device (default: on a GPU only; on a CPU they "
                              "cost more than the data path measured here, and are the same in every mode)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU: torch threads of the training process (OMP_NUM_THREADS; default 1). On this shared "
+                             "2-core machine 2 threads made the micro model's step 10x slower and erratic (OpenMP "
+                             "barriers waiting for a descheduled thread), hiding the data path")
     parser.add_argument("--workers", type=int, default=None, help="stream's decode workers (default: the run's)")
     parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "vit-scratch-bench-storage"),
                         help="where the image folders and the model are made (kept for the next run)")
@@ -323,6 +329,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     args.model = args.model or ("base" if cuda else "micro")
     args.augment = cuda if args.augment is None else args.augment == "on"
+    args.threads = args.threads or (None if cuda else 1)
     args.batch = args.batch or (256 if cuda else 32)
     if args.steps <= args.warmup:
         parser.error("--steps must be larger than --warmup")
@@ -343,7 +350,8 @@ def main() -> None:
                for n in args.images for mode in args.modes] if runs else []
     if results:
         print(f"\n{args.model} ViT, 224 px, batch {args.batch}, augmentation {'on' if args.augment else 'off'}, "
-              f"{args.steps} steps ({args.warmup} warm-up), {results[0]['device']}, {os.cpu_count()} CPU cores, "
+              f"{args.steps} steps ({args.warmup} warm-up), {results[0]['device']}, {os.cpu_count()} CPU cores "
+              f"({args.threads or 'all'} torch thread(s) in training), "
               f"medians of {args.repeat} run(s)\n" + table(results))
     stream = [r for r in results if "decode_img_per_s_per_worker" in r]
     for r in stream:

@@ -119,9 +119,9 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     # machine with save_on_each_node, which says the machines share no filesystem). Storage 'stream' decodes nothing
     # here; `datasets` still prepares its Arrow files of the source once.
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    with args.main_process_first(local=args.save_on_each_node, desc="decoding the dataset"):
-        data, storage, why = load_data(experiment.dataset, model_config.image_size, model_config.num_channels,
-                                       experiment.num_labels, args.device, local_processes)  # labels checked too
+    data, storage, why = load_data(experiment.dataset, model_config.image_size, model_config.num_channels,
+                                   experiment.num_labels, args.device, local_processes,  # labels checked too
+                                   lambda desc: args.main_process_first(local=args.save_on_each_node, desc=desc))
     if args.process_index == 0:
         logger.info("%s", why)
     if storage == "stream" and "dataloader_num_workers" not in experiment.raw["training"]:

@@ -15,14 +15,18 @@ unchanged, so a run gives the same batches, augmentation and weights in every mo
 device in all of them (trainer.py).
 """
 
+import contextlib
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import replace
 
 import numpy as np
 import psutil
 import torch
+import torch.distributed as dist
 
 from .config import DataArguments
 from .data import ImageData, ImageSplit, LazyImages, channel_histograms, mean_std, open_image_data
@@ -34,6 +38,7 @@ DEVICE_SHARE = 0.25  # auto: the held splits may take this share of the GPU's fr
 HOST_SHARE = 0.5  # auto: ...and this share of the machine's available RAM, for all its processes' copies together
 STATS_IMAGES = 10_000  # stream: mean/std measured on at most this many training images (a seeded sample)
 GB = 1e9
+STORAGES = ("device", "host", "stream")  # from the most held to the least
 
 
 def _size(nbytes: float) -> str:
@@ -167,12 +172,35 @@ def default_workers(local_processes: int = 1) -> int:
 
 
 def load_data(args: DataArguments, image_size: int, num_channels: int, num_labels: int | None,
-              device: torch.device, local_processes: int = 1) -> tuple[ImageData, str, str]:
+              device: torch.device, local_processes: int = 1,
+              main_first: Callable[[str], ContextManager] = lambda desc: contextlib.nullcontext(),
+              ) -> tuple[ImageData, str, str]:
     """Open the dataset, choose its storage, and decode it (device/host) or not (stream): (data, storage, why).
-    Streamed data has no mean/std yet (`stream_mean_std`)."""
-    source = open_image_data(args, image_size, num_channels, num_labels)
+    Streamed data has no mean/std yet (`stream_mean_std`).
+
+    `main_first(desc)`: a context in which the main process goes first (`TrainingArguments.main_process_first`):
+    it prepares `datasets`' files and cache, the others then read them. Between opening and decoding, every process
+    of a multi-process launch takes the same storage: the most frugal any of them chose (its RAM or GPU may be
+    smaller), so that no process decodes what another found too big.
+    """
+    with main_first("opening the dataset"):
+        source = open_image_data(args, image_size, num_channels, num_labels)
     storage, why = choose_storage(args.storage, source.decoded_bytes, device, local_processes)
-    return (source.lazy() if storage == "stream" else source.decode()), storage, why
+    agreed = _most_frugal(storage, device)
+    if agreed != storage:
+        storage, why = agreed, f"{why}; another process chose {agreed!r}, which every process takes"
+    with main_first("decoding the dataset"):
+        data = source.lazy() if storage == "stream" else source.decode()
+    return data, storage, why
+
+
+def _most_frugal(storage: str, device: torch.device) -> str:
+    """The storage that holds least (device < host < stream) among every process's choice; no-op alone."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return storage
+    order = torch.tensor(STORAGES.index(storage), device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(order, op=dist.ReduceOp.MAX)
+    return STORAGES[int(order)]
 
 
 def _as_is(batch):
