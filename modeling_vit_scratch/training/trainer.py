@@ -1,8 +1,10 @@
-"""The HF `Trainer`, adapted to images that live on the training device.
+"""The HF `Trainer`, adapted to uint8 image batches augmented on the training device.
 
-- `DeviceImageDataset` holds a split as uint8 tensors and cuts a whole batch with one indexing op
-  (`__getitems__`), so the Trainer's sampler, accelerate's per-process sharding and resume-skipping all
-  still work, but no per-image Python runs and no worker processes are needed.
+- The datasets (storage.py) cut a whole batch with one op (`__getitems__`), held on the device, gathered in host
+  memory, or decoded by DataLoader workers (`dataset.storage: stream`, the only one with workers), so the Trainer's
+  sampler, accelerate's per-process sharding and resume-skipping all still work, with no per-image Python in the
+  training process. Batches from the host reach the device with non-blocking copies (accelerate's data loader,
+  one batch ahead).
 - `ViTScratchTrainer._prepare_inputs` turns a uint8 batch into model inputs on the device: augmentation and
   normalisation while training (compiled with the model under `torch_compile`), normalisation alone while evaluating.
 - The training step never waits for the device: no `.item()`, no host copies; what must read a value (the NaN check,
@@ -40,37 +42,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from .augment import BatchAugment
 from .checkpoints import latest_complete_checkpoint
-from .data import ImageSplit
 from .errors import NonFiniteLossError, Preempted
+from .storage import DeviceImageDataset, StreamImageDataset, worker_context
 from .writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
 
 NO_DECAY_SUFFIXES = ("bias", "cls_token", "position_embeddings")
-
-
-class DeviceImageDataset(torch.utils.data.Dataset):
-    """A split as uint8 images (N, C, H, W) and int64 labels (N,), on one device."""
-
-    def __init__(self, split: ImageSplit):
-        self.images, self.labels = split.images, split.labels
-
-    def to(self, device: torch.device) -> "DeviceImageDataset":
-        self.images, self.labels = self.images.to(device), self.labels.to(device)
-        return self
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.images[index], "labels": self.labels[index]}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """A whole batch in one gather: (B, C, H, W) uint8 and (B,) labels, on the dataset's device."""
-        index = torch.as_tensor(indices)
-        if self.labels.is_cuda:  # a copy from pageable memory would wait for the GPU: a host sync every step
-            index = index.pin_memory().to(self.labels.device, non_blocking=True)
-        return {"pixel_values": self.images[index], "labels": self.labels[index]}
 
 
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -193,6 +171,9 @@ class ViTScratchTrainer(Trainer):
         kwargs.setdefault("data_collator", collate_batch)
         super().__init__(*args, **kwargs)
         _ask_once_whether_lomo_is_installed()
+        # Host batches (storage host/stream, pinned on a GPU) go to the device without waiting for it; data already
+        # on the device is not copied at all.
+        self.accelerator.dataloader_config.non_blocking = True
         device = self.args.device
         self.augment = augment.to(device)
         # One graph for the whole augmentation (dozens of small elementwise ops per batch), fixed shapes like the
@@ -274,11 +255,23 @@ class ViTScratchTrainer(Trainer):
                         dataloader_key=None):
         # transformers applies `dataloader_drop_last` to every dataloader; here training always drops its last partial
         # batch (same shapes every step; no tiny last step) and evaluation never does (every image counts).
-        saved, self.args.dataloader_drop_last = self.args.dataloader_drop_last, is_training
+        # Only streamed data has work for worker processes (decoding), and only it comes in pageable memory that a
+        # GPU run pins (HostImageDataset pins its own buffers).
+        # Workers are forked unless the config says otherwise (storage.worker_context says why).
+        args, stream = self.args, isinstance(dataset, StreamImageDataset)
+        names = ("dataloader_drop_last", "dataloader_num_workers", "dataloader_pin_memory",
+                 "dataloader_multiprocessing_context")
+        saved = [getattr(args, name) for name in names]
+        args.dataloader_drop_last = is_training
+        args.dataloader_num_workers = args.dataloader_num_workers if stream else 0
+        args.dataloader_pin_memory = stream and args.device.type == "cuda"
+        if args.dataloader_num_workers:
+            args.dataloader_multiprocessing_context = worker_context(args.dataloader_multiprocessing_context)
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
-            self.args.dataloader_drop_last = saved
+            for name, value in zip(names, saved, strict=True):
+                setattr(args, name, value)
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
         """6 x parameters (without embeddings) x tokens per batch, for `total_flos`. transformers recounts the
