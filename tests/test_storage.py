@@ -163,6 +163,8 @@ def test_each_storage_trains_exactly_like_device(mode_runs, mode):
     assert all(torch.equal(weights[k], expected[k]) for k in expected)
     results, expected = (json.loads((r / "all_results.json").read_text()) for r in (run, reference))
     assert results["test_accuracy"] == expected["test_accuracy"] and results["test_loss"] == expected["test_loss"]
+    for key in ("train_clean_accuracy", "train_clean_loss", "train_clean_images", "train_final_loss"):  # fit diagnosis
+        assert results[key] == expected[key], key
     # The saved image processor normalises like training did: stream measured the same mean/std by streaming.
     processor, expected = (json.loads((r / "preprocessor_config.json").read_text()) for r in (run, reference))
     assert processor["image_mean"] == expected["image_mean"] and processor["image_std"] == expected["image_std"]
