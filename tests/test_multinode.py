@@ -186,8 +186,11 @@ def test_every_training_image_once_per_epoch_across_machines(tmp_path, cifar10_p
         else:  # the reference: one process, images on the device, the same global batch
             args = [*tiny_run_args(cifar10_path, root / "out"), *common, "--dataset.storage", "device"]
             check_ok(run([PYTHON, str(trace_script), *args], VIT_SCRATCH_TRACE=str(trace)))
+        # Training batches: reads of the training split in full per-device batches (the fit diagnosis after
+        # training reads the same 64 images again, in one evaluation batch per process).
+        batch = GLOBAL_BATCH // MACHINES if name == "machines" else GLOBAL_BATCH
         traces[name] = {rank: [line["rows"] for line in map(json.loads, path.read_text().splitlines())
-                               if line["n"] == TRAIN_IMAGES]
+                               if line["n"] == TRAIN_IMAGES and len(line["rows"]) == batch]
                         for rank, path in enumerate(sorted(trace.glob("rank*.jsonl")))}
     ranks = traces["machines"]
     assert sorted(ranks) == list(range(MACHINES)) and [len(b) for b in ranks.values()] == [2 * STEPS] * MACHINES

@@ -90,8 +90,8 @@ class DataArguments:
     max_test_samples: int | None = None  # keep only the first N test images (the card and results say how many)
     # Where the decoded images live while training: "device" (all on the training device), "host" (decoded in host
     # memory, each batch copied to the device one ahead), "stream" (nothing held: DataLoader workers decode each
-    # batch from the source; training.dataloader_num_workers of them) or "auto" (device if it fits, else host, else
-    # stream; the log says which and why).
+    # batch from the source; the training section's dataloader_num_workers of them) or "auto" (device if it fits,
+    # else host, else stream; the log says which and why).
     storage: Literal["auto", "device", "host", "stream"] = "auto"
     augmentation: AugmentArguments = field(default_factory=AugmentArguments)
 
