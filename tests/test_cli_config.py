@@ -155,6 +155,15 @@ def test_overrides_parse_json_values_and_nest():
         ({"training": {"resume_from_checkpoint": "/nonexistent"}}, "resume_from_checkpoint is not allowed: .*--resume"),
         ({"training": {"report_to": ["tensorbord"]}}, "report_to='tensorbord' is invalid; did you mean 'tensorboard'"),
         ({"dataset": {"max_test_samples": 0}}, "dataset.max_test_samples=0 is invalid"),
+        ({"dataset": {"storage": "disk"}}, "dataset.storage='disk' is invalid: expected one of auto, device, host, "
+                                           "stream"),
+        ({"dataset": {"storage": "device"}, "training": {"dataloader_num_workers": 4}},
+         "training.dataloader_num_workers=4 is invalid with dataset.storage='device': workers decode images for "
+         "storage 'stream'"),
+        ({"dataset": {"storage": "host"}, "training": {"dataloader_num_workers": 2}},
+         "dataloader_num_workers=2 is invalid with dataset.storage='host'"),
+        ({"training": {"dataloader_persistent_workers": True}},
+         "dataloader_persistent_workers is not allowed: the decode workers .* start afresh each epoch"),
     ],
 )
 def test_bad_values_fail_naming_the_key(config, message):
@@ -213,3 +222,12 @@ def test_push_to_hub_that_cannot_reach_the_hub_fails_before_training(monkeypatch
     with pytest.raises(ConfigError, match=f"training.push_to_hub=true, but the Hub cannot be used: .*{reason}"):
         build_experiment({"training": {"push_to_hub": True, "hub_model_id": "user/x"}})
     assert not build_experiment({"training": {"hub_model_id": "user/x"}}).training.push_to_hub  # no push: no check
+
+
+@pytest.mark.parametrize("storage", ["stream", "auto"])
+def test_stream_takes_dataloader_workers(storage):
+    """Workers decode for storage 'stream' (and 'auto', which may pick it); the Trainer's own keys carry them."""
+    experiment = build_experiment({"dataset": {"storage": storage},
+                                   "training": {"dataloader_num_workers": 3, "dataloader_prefetch_factor": 4}})
+    assert experiment.dataset.storage == storage
+    assert experiment.training.dataloader_num_workers == 3 and experiment.training.dataloader_prefetch_factor == 4

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -285,6 +286,39 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(every_
     assert_same_run(out, every_step_run)
 
 
+# dataset.storage other than device (the tiny runs above pick device): extra argv; stream decodes in a worker process.
+STORAGE_ARGS = {"device": ["--dataset.storage", "device"], "host": ["--dataset.storage", "host"],
+                "stream": ["--dataset.storage", "stream", "--training.dataloader_num_workers", "1"]}
+
+
+@pytest.mark.parametrize("storage", ["host", "stream"])
+def test_sigkill_then_resume_in_host_and_stream_storage_gives_the_device_run(every_step_run, tmp_path, cifar10_path,
+                                                                              storage):
+    """Killed with SIGKILL mid-epoch 2 (a random 0-0.6 step times after checkpoint-6 appears), resumed: every
+    checkpoint, the final weights, metrics and each step's numbers equal the uninterrupted run's, which held its images
+    on the device. Stream resumes with a new set of decode workers, which must start reading at the right batch."""
+    seed = int(os.environ.get("FAULTS_SEED", random.randrange(10**6)))
+    step_seconds = json.loads((every_step_run / "all_results.json").read_text())["train_runtime"] / MAX_STEPS
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    out = tmp_path / "out"
+    run = train_run(config, out, *STORAGE_ARGS[storage], name="killed")
+    wait_for(lambda: (out / "checkpoint-6").exists(), run, "checkpoint-6")
+    time.sleep(random.Random(seed).uniform(0, 0.6) * step_seconds)
+    workers = psutil.Process(run.pid).children(recursive=True)  # stream: its decode worker
+    run.signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL, run.text()[-4000:]
+    print(f"FAULTS_SEED={seed}: killed after {checkpoints(out)[-1]}")
+    log = finished(train_run(config, out, "--resume", *STORAGE_ARGS[storage], name="resumed")).text()
+    assert bool(workers) == (storage == "stream")
+    _, alive = psutil.wait_procs(workers, timeout=30)  # a worker notices its parent's death within seconds
+    assert not alive, f"decode workers outlived the killed run: {alive}"
+    assert "--resume: continuing from " in log and f"storage    {storage}" in log
+    assert checkpoints(out) == list(range(1, MAX_STEPS + 1))
+    for step in checkpoints(out):
+        assert_same_weights(out / f"checkpoint-{step}", every_step_run / f"checkpoint-{step}")
+    assert_same_run(out, every_step_run)
+
+
 # ----------------------------------------------------------------------------------------------- 2. torn checkpoints
 
 
@@ -393,13 +427,16 @@ def test_resume_from_the_final_checkpoint_trains_no_step_past_max_steps(every_st
 # ----------------------------------------------------------------------------------------------- 3. SIGTERM
 
 
-def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(best_run, tmp_path, cifar10_path):
+@pytest.mark.parametrize("storage", ["device", "host", "stream"])
+def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(best_run, tmp_path, cifar10_path,
+                                                                            storage):
     """SIGTERM to a plain `python train.py` in step 2 or later: the step finishes, a checkpoint of it is saved (not a
     periodic one: those come every 5 steps), the process exits 143 within seconds and writes none of a finished
-    run's files; `--resume` (in a forkserver child) ends exactly like the uninterrupted run, best model included."""
+    run's files; `--resume` (in a forkserver child) ends exactly like the uninterrupted run, best model included.
+    In every storage (stream: its decode worker must not keep the process alive), against the device run."""
     config = write_config(tmp_path, cifar10_path, BEST_AT_END)
     out = tmp_path / "out"
-    run = train_run(config, out, name="terminated", plain=True)
+    run = train_run(config, out, *STORAGE_ARGS[storage], name="terminated", plain=True)
     wait_for(lambda: run.text().count("'loss':") >= 2, run, "step 2's log line")
     sent = time.monotonic()
     run.signal(signal.SIGTERM)
@@ -421,7 +458,7 @@ def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(bes
     for name in FINAL_FILES:
         assert not (out / name).exists(), f"a preempted run wrote {name}"
 
-    log = finished(train_run(config, out, "--resume", name="resumed")).text()
+    log = finished(train_run(config, out, "--resume", *STORAGE_ARGS[storage], name="resumed")).text()
     assert f"--resume: continuing from {out / f'checkpoint-{step}'}" in log
     assert_same_run(out, best_run)
     state = json.loads((out / "trainer_state.json").read_text())
@@ -977,6 +1014,10 @@ BAD_INPUTS = [
                        "--dataset.max_train_samples", "null"],
      "dataset '{data}/truncated_png', split 'train', row 13: cannot decode column 'image': OSError: image file is "
      "truncated"),
+    ("truncated PNG, streamed", ["--dataset.name", "{data}/truncated_png", "--dataset.validation_size", "4",
+                                 "--dataset.max_train_samples", "null", *STORAGE_ARGS["stream"]],
+     "dataset '{data}/truncated_png', split 'train', row 13: cannot decode column 'image': OSError: image file is "
+     "truncated"),  # met by the pass that measures mean/std, in a decode worker, before anything is written
     ("garbage PNG", ["--dataset.name", "{data}/garbage_png", "--dataset.validation_size", "4",
                      "--dataset.max_train_samples", "null"],
      "dataset '{data}/garbage_png', split 'train', row 21: cannot decode column 'image':"),

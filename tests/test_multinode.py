@@ -12,6 +12,7 @@ Both "machines" share one output_dir, as on most clusters; only the global main 
 checkpoints' rng_state_1.pth. Each launcher gets its own working directory, which must stay empty.
 """
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -24,13 +25,17 @@ from safetensors.torch import load_file
 from .helpers import (
     ACCELERATE,
     GLOBAL_BATCH,
+    PYTHON,
     REPO,
     STEPS,
     TIMEOUT,
+    TRAIN_IMAGES,
     assert_png,
+    check_ok,
     free_port,
     log_history,
     read_json,
+    run,
     subprocess_env,
     tiny_run_args,
 )
@@ -40,15 +45,16 @@ MULTI_NODE = str(REPO / "configs" / "accelerate" / "multi_node.yaml")
 MACHINES = 2  # one process each
 
 
-def launch_machine(rank: int, port: int, root: Path, run_args: list[str]) -> subprocess.Popen:
+def launch_machine(rank: int, port: int, root: Path, run_args: list[str], script: Path = REPO / "train.py",
+                   **env) -> subprocess.Popen:
     """What each machine of a cluster runs, with its own --machine_rank (the yaml's other values overridden), in
     its own working directory root/machineR; its output goes to root/machineR.log."""
     cmd = [ACCELERATE, "launch", "--config_file", MULTI_NODE, "--num_machines", str(MACHINES),
            "--num_processes", str(MACHINES), "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-           "--main_process_port", str(port), str(REPO / "train.py"), *run_args]
+           "--main_process_port", str(port), str(script), *run_args]
     (root / f"machine{rank}").mkdir()
     with (root / f"machine{rank}.log").open("w") as log:  # a file, not a pipe: nothing blocks while waiting
-        return subprocess.Popen(cmd, cwd=root / f"machine{rank}", env=subprocess_env(), stdout=log,
+        return subprocess.Popen(cmd, cwd=root / f"machine{rank}", env=subprocess_env(**env), stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
 
 
@@ -66,13 +72,13 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def run_machines(root: Path, run_args: list[str]) -> None:
+def run_machines(root: Path, run_args: list[str], **launch) -> None:
     """Start both machines' launchers at once and wait for both; the first failure (or the timeout) kills the
     other, which would otherwise wait in the rendezvous or a collective (gloo's timeout is 30 minutes)."""
     port, procs = free_port(), []
     try:
         for rank in range(MACHINES):
-            procs.append(launch_machine(rank, port, root, run_args))
+            procs.append(launch_machine(rank, port, root, run_args, **launch))
         deadline = time.monotonic() + TIMEOUT
         while None in (codes := [p.poll() for p in procs]):  # every one polled, every time
             if any(code not in (None, 0) for code in codes) or time.monotonic() > deadline:
@@ -159,3 +165,42 @@ def test_the_second_machine_writes_only_its_rng_state(tmp_path, cifar10_path, mu
     assert probe.keys() == shared.keys()
     for name in shared:
         assert torch.equal(probe[name], shared[name]), name
+
+
+@pytest.mark.parametrize("storage", ["host", "stream"])
+def test_every_training_image_once_per_epoch_across_machines(tmp_path, cifar10_path, storage):
+    """Two machines x 1 process, 2 epochs (8 steps of 2 x 8 images), images held in host memory or decoded by a
+    worker per process: the batches the processes read (traced by tests/trace_batches.py, which runs train.py)
+    together hold each of the 64 training images exactly once per epoch, the two processes' k-th batches are
+    disjoint, and both storages read the same global batches step by step (the same seeded sampler)."""
+    trace_script = REPO / "tests" / "trace_batches.py"
+    common = ["--training.max_steps", str(2 * STEPS), "--dataset.max_eval_samples", "24",
+              "--dataset.max_test_samples", "40"]  # the splits' lengths tell the training batches apart
+    workers = ["--training.dataloader_num_workers", "1"] if storage == "stream" else []
+    traces = {}
+    for name in ("machines", "device"):
+        root, trace = tmp_path / name, tmp_path / name / "trace"
+        trace.mkdir(parents=True)
+        if name == "machines":
+            args = tiny_run_args(cifar10_path, root / "shared" / "out", per_device_batch=GLOBAL_BATCH // MACHINES)
+            run_machines(root, [*args, *common, "--dataset.storage", storage, *workers], script=trace_script,
+                         VIT_SCRATCH_TRACE=str(trace))
+        else:  # the reference: one process, images on the device, the same global batch
+            args = [*tiny_run_args(cifar10_path, root / "out"), *common, "--dataset.storage", "device"]
+            check_ok(run([PYTHON, str(trace_script), *args], VIT_SCRATCH_TRACE=str(trace)))
+        # Training batches: reads of the training split in full per-device batches (the fit diagnosis after
+        # training reads the same 64 images again, in one evaluation batch per process).
+        batch = GLOBAL_BATCH // MACHINES if name == "machines" else GLOBAL_BATCH
+        traces[name] = {rank: [line["rows"] for line in map(json.loads, path.read_text().splitlines())
+                               if line["n"] == TRAIN_IMAGES and len(line["rows"]) == batch]
+                        for rank, path in enumerate(sorted(trace.glob("rank*.jsonl")))}
+    ranks = traces["machines"]
+    assert sorted(ranks) == list(range(MACHINES)) and [len(b) for b in ranks.values()] == [2 * STEPS] * MACHINES
+    for epoch in range(2):
+        steps = range(epoch * STEPS, (epoch + 1) * STEPS)
+        seen = sorted(row for rank in ranks.values() for step in steps for row in rank[step])
+        assert seen == list(range(TRAIN_IMAGES)), epoch  # each image once: none missing, none twice
+    for step in range(2 * STEPS):
+        assert len(ranks[0][step]) == len(ranks[1][step]) == GLOBAL_BATCH // MACHINES
+        global_batch = sorted(ranks[0][step] + ranks[1][step])
+        assert global_batch == sorted(traces["device"][0][step]), step  # the single process's k-th batch

@@ -243,9 +243,11 @@ def test_two_process_launch_trains_data_parallel_and_writes_once(accelerate_2pro
 def test_start_up_summary_and_labelled_progress_bars(python_run):
     """One block before training says what runs; the final evaluation and test bars say what they evaluate."""
     stderr = (python_run.parent / "stderr.txt").read_text()
-    block = stderr[stderr.index("vit_scratch: run:"):].splitlines()[1:7]
+    block = stderr[stderr.index("vit_scratch: run:"):].splitlines()[1:8]
     rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in block}
-    assert list(rows) == ["data", "model", "devices", "precision", "steps", "output"]
+    assert list(rows) == ["data", "storage", "model", "devices", "precision", "steps", "output"]
+    assert rows["storage"] == "device"  # dataset.storage auto: 0.6 MB fit in RAM, which is a CPU run's device
+    assert "dataset.storage=auto -> 'device' (cpu): 1 x 0.6 MB <= 50% of the " in stderr
     assert rows["data"].endswith(f"{TRAIN_IMAGES} train / {EVAL_IMAGES} validation / {EVAL_IMAGES} test images, "
                                  "10 classes, 32x32 px")
     parameters = read_json(python_run / "all_results.json")["num_parameters"]

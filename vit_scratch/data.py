@@ -32,13 +32,39 @@ CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
+class LazyImages:
+    """A split's images, decoded when indexed (`dataset.storage: stream`): `images[index]` decodes those rows, in that
+    order, from the source (no cache) -> uint8 (B, C, S, S): the same pixels the held splits get."""
+
+    def __init__(self, read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, image_size: int, num_channels: int):
+        self.read, self.rows = read, rows  # read: source rows (any order) -> uint8; rows: source row of each image
+        self.shape = (len(rows), num_channels, image_size, image_size)
+        self.dtype = torch.uint8
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        index = index.numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        return torch.from_numpy(self.read(self.rows[index]))
+
+    def head(self, n: int) -> "LazyImages":
+        """The first n images, still decoded when indexed."""
+        return LazyImages(self.read, self.rows[:n], self.shape[2], self.shape[1])
+
+
 @dataclass
 class ImageSplit:
-    images: torch.Tensor  # uint8 (N, C, H, W), contiguous, CPU
+    images: torch.Tensor | LazyImages  # uint8 (N, C, H, W), contiguous, CPU; or decoded when indexed
     labels: torch.Tensor  # int64 (N,)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def head(self, n: int) -> "ImageSplit":
+        """The first n images and labels, held or lazy as this split is."""
+        images = self.images.head(n) if isinstance(self.images, LazyImages) else self.images[:n]
+        return ImageSplit(images, self.labels[:n])
 
 
 @dataclass
@@ -47,8 +73,8 @@ class ImageData:
     validation: ImageSplit | None  # held out of train (`validation_size` images, seeded); None if size 0
     test: ImageSplit | None  # None if `test_split` is None
     class_names: list[str]  # index -> name
-    mean: tuple[float, ...]  # per-channel mean of the training images, in [0, 1] units
-    std: tuple[float, ...]  # per-channel (population) std, same
+    mean: tuple[float, ...] | None  # per-channel mean of the training images, in [0, 1] units (None: not measured)
+    std: tuple[float, ...] | None  # per-channel (population) std, same
 
 
 @dataclass
@@ -58,44 +84,91 @@ class _Source:
     where: str  # "dataset 'NAME', split 'SPLIT'", for messages
     labels: np.ndarray  # int64 (N,)
     class_names: list[str] | None
-    decode: Callable[[np.ndarray | None], np.ndarray]  # sorted rows (None = all) -> uint8 (rows, C, S, S)
+    decode: Callable[[np.ndarray | None], np.ndarray]  # sorted rows (None = all) -> uint8 (rows, C, S, S), cached
+    read: Callable[[np.ndarray], np.ndarray]  # rows in any order -> uint8 (rows, C, S, S), uncached (streaming)
 
 
-def load_image_data(args: DataArguments, image_size: int, num_channels: int,
-                    num_labels: int | None = None) -> ImageData:
-    """Load `args.name`'s train (and test) split as uint8 (N, num_channels, image_size, image_size) tensors.
+@dataclass
+class ImageSource:
+    """A dataset opened but not decoded: which rows of which source split each part of the run uses, and their labels.
 
-    Sources, tried in this order: a `save_to_disk` folder; the CIFAR-10 python version (`cifar-10-python.tar.gz`,
-    `cifar-10-batches-py/`, or a folder holding either); an image folder (ROOT/CLASS/* or ROOT/SPLIT/CLASS/*);
-    a local folder in the Hub layout or a Hub id. The validation set is `validation_size` rows drawn from the
-    train split with `validation_seed` (each part keeps the source's row order), then `max_train_samples` /
-    `max_eval_samples` / `max_test_samples` keep the first rows of training / validation / test. Only the rows kept
-    are decoded. Raises DataError for bad data (the message names the source, split, column or row), ConfigError
-    for a `num_channels` other than 1 or 3.
+    `decode()` gives the splits as held uint8 tensors (decoded once, cached by `datasets`), `lazy()` as LazyImages
+    decoded on demand; both give every image the same pixels. `decoded_bytes` says what holding them would take.
+    """
+
+    train: _Source
+    test: _Source | None
+    train_rows: np.ndarray  # sorted rows of the train split used for training
+    val_rows: np.ndarray  # sorted rows of the train split held out for validation
+    test_rows: np.ndarray  # rows of the test split (its first max_test_samples)
+    class_names: list[str]
+    image_size: int
+    num_channels: int
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of uint8 pixels of every split the run holds (train, validation and test)."""
+        images = len(self.train_rows) + len(self.val_rows) + len(self.test_rows)
+        return images * self.num_channels * self.image_size ** 2
+
+    def decode(self) -> ImageData:
+        """Every split decoded into host memory (once: the next run reads `datasets`' cache), with mean/std."""
+        train, n = self.train, len(self.train.labels)
+        needed = np.union1d(self.train_rows, self.val_rows)  # decode only these (all of them -> one cache per seed)
+        images = train.decode(None if len(needed) == n else needed)  # (len(needed), C, S, S)
+        train_split = _split(images[np.searchsorted(needed, self.train_rows)], train.labels[self.train_rows])
+        validation = _split(images[np.searchsorted(needed, self.val_rows)], train.labels[self.val_rows]) \
+            if len(self.val_rows) else None
+        del images
+        test_split = None
+        if self.test is not None:
+            rows, all_rows = self.test_rows, len(self.test_rows) == len(self.test.labels)
+            test_split = _split(self.test.decode(None if all_rows else rows), self.test.labels[rows])
+        mean, std = mean_std(channel_histograms(train_split.images))
+        return ImageData(train_split, validation, test_split, self.class_names, mean, std)
+
+    def lazy(self) -> ImageData:
+        """Every split as LazyImages (nothing decoded yet); mean/std are None: measuring them means decoding."""
+
+        def split(source: _Source, rows: np.ndarray) -> ImageSplit:
+            images = LazyImages(source.read, rows, self.image_size, self.num_channels)
+            return ImageSplit(images, torch.from_numpy(source.labels[rows].astype(np.int64)))
+
+        validation = split(self.train, self.val_rows) if len(self.val_rows) else None
+        test = split(self.test, self.test_rows) if self.test is not None else None
+        return ImageData(split(self.train, self.train_rows), validation, test, self.class_names, None, None)
+
+
+def open_image_data(args: DataArguments, image_size: int, num_channels: int,
+                    num_labels: int | None = None) -> ImageSource:
+    """Find `args.name`'s train (and test) split, check their columns and labels, and pick the rows of each part of
+    the run, decoding nothing. Sources, tried in this order: a `save_to_disk` folder; the CIFAR-10 python version
+    (`cifar-10-python.tar.gz`, `cifar-10-batches-py/`, or a folder holding either); an image folder (ROOT/CLASS/* or
+    ROOT/SPLIT/CLASS/*); a local folder in the Hub layout or a Hub id. The validation set is `validation_size` rows
+    drawn from the train split with `validation_seed` (each part keeps the source's row order), then
+    `max_train_samples` / `max_eval_samples` / `max_test_samples` keep the first rows of training / validation /
+    test. Raises DataError for bad data (the message names the source, split, column or row), ConfigError for a
+    `num_channels` other than 1 or 3.
     """
     _check_channels(num_channels)
     splits = _open(args)
     train = _source(splits, args.train_split, "train_split", args, image_size, num_channels, num_labels)
     test = None if args.test_split is None else _source(splits, args.test_split, "test_split", args, image_size,
                                                         num_channels, num_labels)
-    n = len(train.labels)
     train_rows, val_rows = _holdout(train, args)
-    needed = np.union1d(train_rows, val_rows)  # decode only these (all of them -> one cache for every seed)
-    images = train.decode(None if len(needed) == n else needed)  # (len(needed), C, S, S)
-    train_split = _split(images[np.searchsorted(needed, train_rows)], train.labels[train_rows])
-    validation = _split(images[np.searchsorted(needed, val_rows)], train.labels[val_rows]) if len(val_rows) else None
-    del images
-    test_split = None
-    if test is not None:
-        rows = np.arange(len(test.labels))[: args.max_test_samples]
-        test_split = _split(test.decode(None if len(rows) == len(test.labels) else rows), test.labels[rows])
-
+    test_rows = np.arange(len(test.labels))[: args.max_test_samples] if test is not None else np.arange(0)
     class_names = train.class_names
     if class_names is None:  # plain integer labels
         top = max(int(s.labels.max()) for s in (train, test) if s is not None)
         class_names = [str(i) for i in range(num_labels if num_labels is not None else top + 1)]
-    mean, std = _mean_std(train_split.images)
-    return ImageData(train_split, validation, test_split, class_names, mean, std)
+    return ImageSource(train, test, train_rows, val_rows, test_rows, class_names, image_size, num_channels)
+
+
+def load_image_data(args: DataArguments, image_size: int, num_channels: int,
+                    num_labels: int | None = None) -> ImageData:
+    """`args.name`'s train, validation (and test) splits as uint8 (N, num_channels, image_size, image_size) tensors
+    in host memory: `open_image_data(...).decode()`. Only the rows kept are decoded."""
+    return open_image_data(args, image_size, num_channels, num_labels).decode()
 
 
 def load_split(args: DataArguments, split: str, image_size: int,
@@ -154,15 +227,25 @@ def _split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
     return ImageSplit(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)))
 
 
-def _mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean/std in [0, 1] units from 256-bin histograms (no float copy of the images)."""
+def channel_histograms(images: torch.Tensor, block: int = 1024) -> np.ndarray:
+    """uint8 (N, C, H, W) -> int64 (C, 256) pixel-value counts per channel, `block` images at a time (small copies);
+    counts add up, so parts of a split can be counted apart (the stream path counts batch by batch)."""
+    counts = np.zeros((images.shape[1], 256), dtype=np.int64)
+    for start in range(0, len(images), block):
+        part = images[start:start + block].numpy()
+        for c in range(part.shape[1]):
+            counts[c] += np.bincount(part[:, c].ravel(), minlength=256)
+    return counts
+
+
+def mean_std(counts: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std in [0, 1] units from (C, 256) histograms (no float copy of the images)."""
     values = np.arange(256, dtype=np.float64) / 255
     means, stds = [], []
-    for channel in images.numpy().transpose(1, 0, 2, 3):  # (N, H, W) per channel
-        counts = np.bincount(channel.ravel(), minlength=256).astype(np.float64)
-        mean = float(counts @ values / counts.sum())
+    for channel in counts.astype(np.float64):
+        mean = float(channel @ values / channel.sum())
         means.append(mean)
-        stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum())))
+        stds.append(float(np.sqrt(channel @ (values - mean) ** 2 / channel.sum())))
     return tuple(means), tuple(stds)
 
 
@@ -216,7 +299,7 @@ def _source(splits: dict[str, Any], split: str, key: str, args: DataArguments, i
     data = splits[split]
     if isinstance(data, _Cifar):
         decode = functools.partial(_decode_arrays, data.images, image_size, num_channels)
-        source = _Source(where, data.labels, data.class_names, decode)
+        source = _Source(where, data.labels, data.class_names, decode, decode)  # arrays: any rows, any order
     else:
         image_column = _column(data, args.image_column, ("img", "image"), "image", where)
         label_column = _column(data, args.label_column, ("label", "labels"), "label", where)
@@ -229,7 +312,9 @@ def _source(splits: dict[str, Any], split: str, key: str, args: DataArguments, i
                             "per row, with no missing values")
         names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
         decode = functools.partial(_decode_dataset, data, image_column, where, image_size, num_channels)
-        source = _Source(where, labels.to_numpy().astype(np.int64), names, decode)
+        undecoded = data.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+        read = functools.partial(_read_rows, undecoded, image_column, where, image_size, num_channels)
+        source = _Source(where, labels.to_numpy().astype(np.int64), names, decode, read)
     if len(source.labels) == 0:
         raise DataError(f"{where}: the split is empty")
     if num_labels is not None and source.class_names is not None and len(source.class_names) != num_labels:
@@ -308,8 +393,23 @@ def _decode_dataset(data: datasets.Dataset, column: str, where: str, image_size:
                     desc=f"Decoding {where}", fn_kwargs=dict(
                         column=column, where=where, image_size=image_size, num_channels=num_channels,
                         rows=None if rows is None else rows.tolist(), decoder=_decoder_version()))
-    pixels = data.with_format("arrow")["pixels"].combine_chunks().flatten()  # uint8 (rows * C * S * S,)
-    return np.array(pixels, dtype=np.uint8).reshape(-1, num_channels, image_size, image_size)
+    out = np.empty((len(data), num_channels, image_size, image_size), dtype=np.uint8)
+    start = 0
+    for chunk in data.with_format("arrow")["pixels"].chunks:  # memory-mapped cache -> out, a chunk at a time
+        out[start:start + len(chunk)] = chunk.flatten().to_numpy().reshape(-1, *out.shape[1:])
+        start += len(chunk)
+    return out
+
+
+def _read_rows(data: datasets.Dataset, column: str, where: str, image_size: int, num_channels: int,
+               rows: np.ndarray) -> np.ndarray:
+    """Decode `rows` (any order) of an undecoded Image column, uncached: uint8 (rows, C, S, S), exactly the pixels
+    `_decode_dataset` caches (the same function decodes), a bad image named by its source row."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    values = data[rows.tolist()][column]
+    out = _decode_batch({column: values}, list(range(len(rows))), column, where, image_size, num_channels,
+                        rows.tolist(), decoder="")["pixels"]
+    return out.reshape(-1, num_channels, image_size, image_size)
 
 
 def _decoder_version() -> str:

@@ -100,6 +100,11 @@ class DataArguments:
         "help": "keep only the first N validation images (test: max_test_samples)"})
     max_test_samples: int | None = field(default=None, metadata={
         "help": "keep only the first N test images (the card and results say how many)"})
+    storage: Literal["auto", "device", "host", "stream"] = field(default="auto", metadata={
+        "help": "where the decoded images live while training: \"device\" (all on the training device), \"host\" "
+                "(decoded in host memory, each batch copied to the device one ahead), \"stream\" (nothing held: "
+                "DataLoader workers decode each batch from the source; the training section's dataloader_num_workers "
+                "of them) or \"auto\" (device if it fits, else host, else stream; the log says which and why)"})
     augmentation: AugmentArguments = field(default_factory=AugmentArguments)
 
     def __post_init__(self):
@@ -142,7 +147,6 @@ RANGES = {
 # Keys refused in a config file, with the reason.
 FORBIDDEN_KEYS = {
     "training.hub_token": "a token never goes into a config file; use HF_TOKEN or `hf auth login`",
-    "training.dataloader_num_workers": "the images live on the training device; there is nothing for workers to do",
     "training.dataloader_drop_last": "training always drops its last partial batch (every step the same shapes) and "
                                      "evaluation never does (every image counts); see trainer.py",
     "training.enable_jit_checkpoint": "SIGTERM already saves a checkpoint at the end of the current step and stops "
@@ -155,9 +159,9 @@ FORBIDDEN_KEYS = {
     "training.resume_from_checkpoint": "use `train.py --resume`: it continues from the newest complete checkpoint "
                                        "in training.output_dir",
     "training.local_rank": "set by the launcher (accelerate launch), never by a config",
-    "training.dataloader_persistent_workers": "there are no dataloader workers (the images live on the device)",
-    "training.dataloader_prefetch_factor": "there are no dataloader workers (the images live on the device)",
-    "training.dataloader_multiprocessing_context": "there are no dataloader workers (the images live on the device)",
+    "training.dataloader_persistent_workers": "the decode workers of dataset.storage 'stream' start afresh each epoch, "
+                                              "so that a resumed run draws the same random numbers as an "
+                                              "uninterrupted one",
 }
 
 # Where this project's defaults differ from `TrainingArguments`' own; a config file's values win over these.
@@ -395,7 +399,12 @@ def check_keys(config: dict) -> dict:
     docs = section_docs()
     for section in SECTIONS:
         _check_names(section, config[section], docs[section])
-    DataArguments(**config["dataset"])  # checks itself
+    storage = DataArguments(**config["dataset"]).storage  # checks itself
+    workers = config["training"].get("dataloader_num_workers")
+    if storage in ("device", "host") and workers:
+        raise ConfigError(f"training.dataloader_num_workers={workers!r} is invalid with dataset.storage={storage!r}: "
+                          "workers decode images for storage 'stream' (or 'auto' when it picks stream); the held "
+                          "images need none")
     for section in ("model", "training"):
         for key, value in config[section].items():
             _check_value(f"{section}.{key}", value, docs[section][key].annotation)

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from vit_scratch.atomic import atomic_path, write_json
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import ConfigError
 from vit_scratch.config.schema import Experiment
-from vit_scratch.data import ImageData, ImageSplit, load_image_data
+from vit_scratch.data import ImageData
 from vit_scratch.metrics import build_compute_metrics, confusion_matrix
 from vit_scratch.reporting.card import device_name, effective_config, write_model_card
 from vit_scratch.reporting.figures import (
@@ -31,9 +32,10 @@ from vit_scratch.reporting.figures import (
     plot_confusion_matrix,
     plot_training_curves,
 )
+from vit_scratch.storage import default_workers, load_data, make_dataset, stream_mean_std
 from vit_scratch.training.checkpoints import EXPERIMENT_FILE, check_output_dir, checkpoint_mismatch
 from vit_scratch.training.pretrained import load_pretrained
-from vit_scratch.training.trainer import DeviceImageDataset, ViTScratchTrainer
+from vit_scratch.training.trainer import ViTScratchTrainer
 from vit_scratch.training.writes import failed_writes_end_the_run, warn_if_short_of_space
 
 logger = logging.getLogger("vit_scratch")
@@ -77,7 +79,7 @@ def planned_steps(args, train_images: int) -> tuple[int, int]:
 
 
 def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratchTrainer,
-                    checkpoint: Path | None) -> str:
+                    checkpoint: Path | None, storage: str = "device") -> str:
     """What is about to run, in one block: data, model, devices, precision, steps, output."""
     args, model = trainer.args, trainer.model
     config = model.config
@@ -95,6 +97,8 @@ def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratch
         "data": f"{experiment.dataset.name}: {split(data.train)} train / {split(data.validation)} validation / "
                 f"{split(data.test)} test images, {len(data.class_names)} classes, {config.image_size}x"
                 f"{config.image_size} px",
+        "storage": storage + (f", decoded by {args.dataloader_num_workers} DataLoader worker(s) per process"
+                              if storage == "stream" else ""),
         "model": f"ViTScratch, {model.num_parameters():,} parameters, {start}",
         "devices": f"{args.world_size} process{'es' if args.world_size > 1 else ''} on {device}"
                    + (f" ({args.distributed_state.distributed_type.value})" if args.world_size > 1 else ""),
@@ -123,12 +127,20 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
 
     set_seed(args.seed)
     # Several processes: the main one decodes into the datasets cache first, then the others read it (one per
-    # machine with save_on_each_node, which says the machines share no filesystem).
-    with args.main_process_first(local=args.save_on_each_node, desc="decoding the dataset"):
-        data = load_image_data(experiment.dataset, model_config.image_size, model_config.num_channels,
-                               experiment.num_labels)  # checks the labels against model.num_labels when given
+    # machine with save_on_each_node, which says the machines share no filesystem). Storage 'stream' decodes nothing
+    # here; `datasets` still prepares its Arrow files of the source once.
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    data, storage, why = load_data(experiment.dataset, model_config.image_size, model_config.num_channels,
+                                   experiment.num_labels, args.device, local_processes,  # labels checked too
+                                   lambda desc: args.main_process_first(local=args.save_on_each_node, desc=desc))
+    if args.process_index == 0:
+        logger.info("%s", why)
+    if storage == "stream" and "dataloader_num_workers" not in experiment.raw["training"]:
+        args.dataloader_num_workers = default_workers(local_processes)
     if pretrained and pretrained.mean is not None:  # the normalisation its weights learned with
         data = dataclasses.replace(data, mean=pretrained.mean, std=pretrained.std)
+    elif data.mean is None:  # streamed: measured now, decoding the training images (or a sample) once
+        data = stream_mean_std(data, args.dataloader_num_workers, args.dataloader_multiprocessing_context)
     per_step = args.per_device_train_batch_size * args.world_size
     if len(data.train) < per_step:
         raise ConfigError(f"training.per_device_train_batch_size={args.per_device_train_batch_size} x "
@@ -144,8 +156,8 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     trainer = ViTScratchTrainer(
         model=model,
         args=args,
-        train_dataset=DeviceImageDataset(data.train),
-        eval_dataset=DeviceImageDataset(data.validation) if data.validation is not None else None,
+        train_dataset=make_dataset(data.train, storage, args.device),
+        eval_dataset=make_dataset(data.validation, storage, args.device) if data.validation is not None else None,
         processing_class=build_image_processor(config, data),
         compute_metrics=build_compute_metrics(),
         augment=BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
@@ -157,7 +169,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     # a slower rank of a multi-process launch finds rank 0's experiment.json and refuses to start.
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        logger.info("%s", startup_summary(experiment, data, trainer, checkpoint))
+        logger.info("%s", startup_summary(experiment, data, trainer, checkpoint, storage))
         steps_per_epoch, total_steps = planned_steps(args, len(data.train))
         warn_if_short_of_space(output_dir, model, args, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
         with failed_writes_end_the_run(output_dir):
@@ -170,7 +182,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     results = {f"train_{k.removeprefix('train_')}": v for k, v in train_result.metrics.items()}
     results["train_wall_seconds"] = time.perf_counter() - start
-    results.update(fit_diagnosis(trainer, data.train))
+    results.update(fit_diagnosis(trainer, make_dataset(data.train.head(CLEAN_TRAIN_IMAGES), storage, args.device)))
     if data.validation is not None:
         best = "best checkpoint, " if args.load_best_model_at_end else ""
         trainer.progress_label = f"validation ({best}{len(data.validation):,} images)"
@@ -178,7 +190,7 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     test = None
     if data.test is not None:
         trainer.progress_label = f"test ({len(data.test):,} images)"
-        test = trainer.predict(DeviceImageDataset(data.test), metric_key_prefix="test")
+        test = trainer.predict(make_dataset(data.test, storage, args.device), metric_key_prefix="test")
         results.update(test.metrics)
     results.update(world_size=args.world_size, num_parameters=model.num_parameters(), seed=args.seed,
                    train_images=len(data.train), eval_images=len(data.validation or ()),
@@ -201,14 +213,14 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     return results
 
 
-def fit_diagnosis(trainer: ViTScratchTrainer, train: ImageSplit) -> dict:
-    """Under- or overfitting, in numbers: the final model's accuracy and loss on the first `CLEAN_TRAIN_IMAGES`
-    training images as evaluation sees them (no augmentation), and the last logged training loss (on augmented,
-    possibly mixed batches). Far above validation: overfitting; close to it and low: underfitting."""
-    n = min(len(train), CLEAN_TRAIN_IMAGES)
+def fit_diagnosis(trainer: ViTScratchTrainer, clean_train) -> dict:
+    """Under- or overfitting, in numbers: the final model's accuracy and loss on `clean_train` (the first
+    `CLEAN_TRAIN_IMAGES` training images) as evaluation sees them (no augmentation), and the last logged training
+    loss (on augmented, possibly mixed batches). Far above validation: overfitting; close to it and low:
+    underfitting."""
+    n = len(clean_train)
     trainer.progress_label = f"training images, un-augmented ({n:,} images)"
-    metrics = trainer.evaluate(DeviceImageDataset(ImageSplit(train.images[:n], train.labels[:n])),
-                               metric_key_prefix=CLEAN_TRAIN_PREFIX)
+    metrics = trainer.evaluate(clean_train, metric_key_prefix=CLEAN_TRAIN_PREFIX)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     keep = ("accuracy", "loss")
     return {**{f"{CLEAN_TRAIN_PREFIX}_{k}": metrics[f"{CLEAN_TRAIN_PREFIX}_{k}"] for k in keep},

@@ -1,8 +1,9 @@
-"""The HF `Trainer`, adapted to images that live on the training device.
+"""The HF `Trainer`, adapted to uint8 image batches augmented on the training device.
 
-`DeviceImageDataset` holds a split as uint8 tensors and cuts a whole batch with one gather; `ViTScratchTrainer`
-augments and normalises on the device, never waits for it inside a step, and stops early (NaN/inf, SIGTERM) by
-raising `errors.TrainingStopped`. The details are told where they are done, below.
+The datasets (`vit_scratch/storage.py`) cut a whole batch with one op, held on the device, gathered in host memory
+or decoded by DataLoader workers; `ViTScratchTrainer` augments and normalises on the device, never waits for it
+inside a step, and stops early (NaN/inf, SIGTERM) by raising `errors.TrainingStopped`. The details are told where
+they are done, below.
 """
 
 import contextlib
@@ -23,37 +24,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import NonFiniteLossError, Preempted
-from vit_scratch.data import ImageSplit
+from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, worker_context
 from vit_scratch.training.checkpoints import latest_complete_checkpoint
 from vit_scratch.training.writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
 
 NO_DECAY_SUFFIXES = ("bias", "cls_token", "position_embeddings")
-
-
-class DeviceImageDataset(torch.utils.data.Dataset):
-    """A split as uint8 images (N, C, H, W) and int64 labels (N,), on one device."""
-
-    def __init__(self, split: ImageSplit):
-        self.images, self.labels = split.images, split.labels
-
-    def to(self, device: torch.device) -> "DeviceImageDataset":
-        self.images, self.labels = self.images.to(device), self.labels.to(device)
-        return self
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.images[index], "labels": self.labels[index]}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """A whole batch in one gather: (B, C, H, W) uint8 and (B,) labels, on the dataset's device."""
-        index = torch.as_tensor(indices)
-        if self.labels.is_cuda:  # a copy from pageable memory would wait for the GPU: a host sync every step
-            index = index.pin_memory().to(self.labels.device, non_blocking=True)
-        return {"pixel_values": self.images[index], "labels": self.labels[index]}
 
 
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -176,6 +153,9 @@ class ViTScratchTrainer(Trainer):
         kwargs.setdefault("data_collator", collate_batch)
         super().__init__(*args, **kwargs)
         _ask_once_whether_lomo_is_installed()
+        # Host batches (storage host/stream, pinned on a GPU) go to the device without waiting for it; data already
+        # on the device is not copied at all.
+        self.accelerator.dataloader_config.non_blocking = True
         device = self.args.device
         self.augment = augment.to(device)
         # One graph for the whole augmentation (dozens of small elementwise ops per batch), fixed shapes like the
@@ -257,11 +237,23 @@ class ViTScratchTrainer(Trainer):
                         dataloader_key=None):
         # transformers applies `dataloader_drop_last` to every dataloader; here training always drops its last partial
         # batch (same shapes every step; no tiny last step) and evaluation never does (every image counts).
-        saved, self.args.dataloader_drop_last = self.args.dataloader_drop_last, is_training
+        # Only streamed data has work for worker processes (decoding), and only it comes in pageable memory that a
+        # GPU run pins (HostImageDataset pins its own buffers).
+        # Workers are forked unless the config says otherwise (storage.worker_context says why).
+        args, stream = self.args, isinstance(dataset, StreamImageDataset)
+        names = ("dataloader_drop_last", "dataloader_num_workers", "dataloader_pin_memory",
+                 "dataloader_multiprocessing_context")
+        saved = [getattr(args, name) for name in names]
+        args.dataloader_drop_last = is_training
+        args.dataloader_num_workers = args.dataloader_num_workers if stream else 0
+        args.dataloader_pin_memory = stream and args.device.type == "cuda"
+        if args.dataloader_num_workers:
+            args.dataloader_multiprocessing_context = worker_context(args.dataloader_multiprocessing_context)
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
-            self.args.dataloader_drop_last = saved
+            for name, value in zip(names, saved, strict=True):
+                setattr(args, name, value)
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
         """6 x parameters (without embeddings) x tokens per batch, for `total_flos`. transformers recounts the
