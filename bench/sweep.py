@@ -143,7 +143,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, start: float | None = None) -> int:
+    """`start`: when the first variant's budget began (the process's start when run as a script; now if None)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="sweep file (JSON), e.g. bench/sweeps/fast_candidates.json")
     parser.add_argument("--dataset", help="dataset.name override, e.g. ../shared/datasets/cifar10")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
               "seed": args.seed, "variants": []}
     print(f"{args.sweep}: {len(variants)} variants of {sweep['config']} on {report['hardware']}", flush=True)
     for i, variant in enumerate(variants):
-        start = START if i == 0 else time.perf_counter()  # the first variant also pays the imports
+        variant_start = (start or time.perf_counter()) if i == 0 else time.perf_counter()  # 1st: pays the imports
         budget = 60 * variant.get("budget_minutes", sweep.get("budget_minutes"))
         row = {"name": variant["name"], "path": variant.get("path", "trainer"), "set": variant.get("set", {}),
                "budget_seconds": budget}
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 config = variant_config(sweep, variant, args.dataset, tmp, args.tiny)
                 run = run_once if row["path"] == "trainer" else run_bare
-                result = run(config, args.seed, budget, start, reserve)
+                result = run(config, args.seed, budget, variant_start, reserve)
             result.pop("crossed", None)
             row.update(result)
             print(f"=== {variant['name']}: test {result['test_accuracy']}, validation {result['eval_accuracy']}, "
@@ -205,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(start=START))

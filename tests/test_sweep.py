@@ -3,14 +3,13 @@ variant that crashes), its outputs hold what the issue asks, and a failing varia
 the others. bench/steps.py's bare loop (the Trainer's yardstick) learns."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from .helpers import PNG_MAGIC, REPO, subprocess_env
+from .helpers import PNG_MAGIC, REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from steps import bare_train, evaluate, total_steps  # noqa: E402
@@ -18,17 +17,24 @@ from steps import bare_train, evaluate, total_steps  # noqa: E402
 SWEEPS = sorted((REPO / "bench" / "sweeps").glob("*.json"))
 
 
-def sweep(path: Path, out_dir: Path, cifar10_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "bench/sweep.py", str(path), "--tiny", "--dataset", str(cifar10_path),
-                           "--out-dir", str(out_dir), *extra], cwd=REPO, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=600)
+def sweep(path: Path, out_dir: Path, cifar10_path: Path, capsys) -> tuple[int, str]:
+    """`bench/sweep.py PATH --tiny` in this process, on one thread: (exit status, what it printed)."""
+    import sweep as sweep_module
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status = sweep_module.main([str(path), "--tiny", "--dataset", str(cifar10_path), "--out-dir", str(out_dir)])
+    finally:
+        torch.set_num_threads(threads)
+    return status, capsys.readouterr().out
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path):
+def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path, capsys):
     assert SWEEPS, "bench/sweeps/ holds no sweep"
-    proc = sweep(path, tmp_path, cifar10_path)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    status, out = sweep(path, tmp_path, cifar10_path, capsys)
+    assert status == 0
     report = json.loads((tmp_path / "sweep.json").read_text())
     names = [v["name"] for v in json.loads(path.read_text())["variants"]]
     assert [row["name"] for row in report["variants"]] == names and report["tiny"] is True
@@ -41,17 +47,17 @@ def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path):
         if row["path"] == "trainer":  # an evaluation every epoch (tiny keeps the config's eval strategy)
             assert [step for _, step, _ in row["curve"]] == [8, 16]
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
-    assert "| variant | path | test |" in proc.stdout
+    assert "| variant | path | test |" in out
 
 
-def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, cifar10_path):
+def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, cifar10_path, capsys):
     spec = {"config": "configs/cifar10_cpu.json", "budget_minutes": 2,
             "variants": [{"name": "typo", "set": {"training.learnig_rate": 0.1}},
                          {"name": "good", "set": {"dataset.augmentation.policy": "autoaugment"}}]}
     path = tmp_path / "sweep_spec.json"
     path.write_text(json.dumps(spec))
-    proc = sweep(path, tmp_path / "out", cifar10_path)
-    assert proc.returncode == 1
+    status, _ = sweep(path, tmp_path / "out", cifar10_path, capsys)
+    assert status == 1
     typo, good = json.loads((tmp_path / "out" / "sweep.json").read_text())["variants"]
     assert "unknown key training.learnig_rate" in typo["error"]
     assert "error" not in good and 0.0 <= good["test_accuracy"] <= 1.0
