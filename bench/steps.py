@@ -23,7 +23,6 @@ on `.item()`, `.tolist()`, `.cpu()`, `.numpy()` and `bool()/int()/float()` of an
 """
 
 import contextlib
-import math
 import statistics
 import tempfile
 import time
@@ -36,7 +35,7 @@ from modeling_vit_scratch import ViTScratchForImageClassification
 from vit_scratch.augment import BatchAugment
 from vit_scratch.config.schema import apply_overrides, build_experiment
 from vit_scratch.data import ImageData, ImageSplit
-from vit_scratch.training.run import with_labels
+from vit_scratch.training.run import planned_steps, with_labels
 from vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -168,14 +167,6 @@ def _bare_step(experiment, split: ImageSplit, total_steps: int, device):
     return step
 
 
-def total_steps(experiment, train_images: int) -> int:
-    """Optimizer steps of a run, as the Trainer counts them: max_steps, else ceil(epochs x full batches per epoch)."""
-    args = experiment.training
-    if args.max_steps > 0:
-        return args.max_steps
-    return math.ceil(args.num_train_epochs * (train_images // args.per_device_train_batch_size))
-
-
 def bare_train(experiment, data: ImageData, device, should_stop=lambda: False) -> tuple[torch.nn.Module, dict]:
     """The experiment's whole recipe as a plain PyTorch loop, no Trainer: the model seeded and built as run.py builds
     it, the data on the device, a fresh random order every epoch (full batches only), the run's `BatchAugment`
@@ -189,7 +180,7 @@ def bare_train(experiment, data: ImageData, device, should_stop=lambda: False) -
     set_seed(args.seed)
     config = with_labels(experiment.model, data.class_names)
     model = ViTScratchForImageClassification(config).to(device).train()
-    steps = total_steps(experiment, len(data.train))
+    steps = planned_steps(args, len(data.train))[1]  # as the Trainer counts them
     plain = _PlainStep(experiment, model, steps)
     augment = BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
                            label_smoothing=args.label_smoothing_factor).to(device)

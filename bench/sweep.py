@@ -40,13 +40,13 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from steps import bare_train, evaluate, total_steps  # noqa: E402
+from steps import bare_train, evaluate  # noqa: E402
 from time_to_accuracy import commit, hardware, run_once  # noqa: E402
 
 from vit_scratch.augment import BatchAugment  # noqa: E402
 from vit_scratch.config.schema import apply_overrides, build_experiment, read_config_file  # noqa: E402
 from vit_scratch.data import ImageSplit, load_image_data  # noqa: E402
-from vit_scratch.training.run import CLEAN_TRAIN_IMAGES  # noqa: E402
+from vit_scratch.training.run import CLEAN_TRAIN_IMAGES, planned_steps  # noqa: E402
 
 PATHS = ("trainer", "bare")
 VARIANT_KEYS = {"name", "set", "path", "budget_minutes"}
@@ -110,8 +110,7 @@ def run_bare(config: dict, seed: int, budget_s: float, start: float, reserve_s: 
     clean = score(ImageSplit(data.train.images[:n], data.train.labels[:n]))
     val = score(data.validation)["accuracy"] if data.validation is not None else None
     test = score(data.test)["accuracy"] if data.test is not None else None
-    steps_per_epoch = len(data.train) // args.per_device_train_batch_size
-    max_steps = total_steps(experiment, len(data.train))
+    steps_per_epoch, max_steps = planned_steps(args, len(data.train))
     wall = time.perf_counter() - start
     return {"seed": seed, "curve": [(wall, info["steps"], val)] if val is not None else [], "test_accuracy": test,
             "eval_accuracy": val, "train_clean_accuracy": clean["accuracy"], "train_final_loss": info["final_loss"],

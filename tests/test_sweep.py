@@ -12,7 +12,7 @@ import torch
 from .helpers import PNG_MAGIC, REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from steps import bare_train, evaluate, total_steps  # noqa: E402
+from steps import bare_train, evaluate  # noqa: E402
 
 SWEEPS = sorted((REPO / "bench" / "sweeps").glob("*.json"))
 
@@ -88,6 +88,7 @@ def test_bare_loop_learns_and_counts_steps_as_the_trainer(cifar10_path):
     from vit_scratch.augment import BatchAugment
     from vit_scratch.config.schema import build_experiment
     from vit_scratch.data import load_image_data
+    from vit_scratch.training.run import planned_steps
 
     experiment = build_experiment({
         "dataset": {"name": str(cifar10_path), "validation_size": 64, "max_train_samples": 512,
@@ -96,7 +97,7 @@ def test_bare_loop_learns_and_counts_steps_as_the_trainer(cifar10_path):
         "training": {"output_dir": "unused", "num_train_epochs": 2.5, "per_device_train_batch_size": 64,
                      "learning_rate": 3e-3, "logging_steps": 5, "use_cpu": True, "seed": 0}})
     data = load_image_data(experiment.dataset, 32, 3)
-    assert total_steps(experiment, len(data.train)) == 20  # ceil(2.5 x 8)
+    assert planned_steps(experiment.training, len(data.train)) == (8, 20)  # ceil(2.5 x 8)
     torch.manual_seed(0)
     model, info = bare_train(experiment, data, "cpu")
     assert info["steps"] == 20 and 0 < info["final_loss"] < 2.3
