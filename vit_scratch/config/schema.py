@@ -3,7 +3,7 @@
 A config file has three sections that map 1:1 onto code:
   dataset  -> `DataArguments` (with `augmentation` -> `AugmentArguments`)
   model    -> `ViTScratchConfig` fields
-  training -> `transformers.TrainingArguments` fields
+  training -> `ViTScratchTrainingArguments` fields (transformers' `TrainingArguments` + ema_decay, ema_warmup)
 
 Every key is checked against its field's annotation (`_type_ok`), then against one table of range rules (`RANGES`).
 Names, types, choices, defaults and help of all three sections come from keys.json, a snapshot of the real classes
@@ -142,6 +142,7 @@ RANGES = {
     "training.label_smoothing_factor": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "training.max_grad_norm": (lambda v: v >= 0, "must be >= 0 (0 turns clipping off)"),
     "training.warmup_steps": (lambda v: v >= 0, "must be >= 0 (a fraction of the run when < 1)"),
+    "training.ema_decay": (lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.999, or null (off)"),
 }
 
 # Keys refused in a config file, with the reason.
@@ -364,7 +365,7 @@ def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
                 lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
     titles = {"dataset": "DataArguments, vit_scratch/config/schema.py",
               "model": "ViTScratchConfig, configuration_vit_scratch.py",
-              "training": "transformers.TrainingArguments; this project's defaults shown"}
+              "training": "transformers.TrainingArguments + ema_decay, ema_warmup; this project's defaults shown"}
     for section in sections:
         lines += ["", f"{section} ({titles[section]}):"]
         add(f"{section}.", section_docs()[section])
@@ -468,7 +469,8 @@ def _model_config(values: dict):
 
 def _training_arguments(kwargs: dict):
     import torch
-    from transformers import TrainingArguments
+
+    from vit_scratch.training.arguments import ViTScratchTrainingArguments
 
     # Without a GPU, a multi-process launch (`accelerate launch --multi_gpu --num_processes N`) trains data-parallel
     # on the CPU only if the Trainer is told so; otherwise each process would train alone on all the data.
@@ -478,7 +480,7 @@ def _training_arguments(kwargs: dict):
             raise ConfigError("training.use_cpu=false with several processes and no GPU: each process would train "
                               "alone on all the data; remove it or launch on GPUs")
     try:
-        return TrainingArguments(**kwargs)
+        return ViTScratchTrainingArguments(**kwargs)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"training: {err}") from None
 

@@ -23,6 +23,9 @@ logger = logging.getLogger("vit_scratch")
 # What the Trainer writes before trainer_state.json; resuming without any of them is silently inexact
 # (transformers then starts a fresh optimizer/schedule or unseeded RNGs, with at most an info message).
 RESUME_FILES = ("optimizer.pt", "scheduler.pt")
+# With training.ema_decay a checkpoint's model.safetensors holds the average; the weights training goes on from are in
+# this file, written before the others.
+TRAINING_WEIGHTS_NAME = "training_weights.safetensors"
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -136,5 +139,10 @@ def check_output_dir(experiment, resume: bool) -> Path | None:
     if not same_model:
         raise ConfigError(f"--resume: {checkpoint} was trained with another model section; "
                           f"see {saved} for the one it was trained with")
+    with_ema = (checkpoint / TRAINING_WEIGHTS_NAME).is_file()
+    if with_ema != (experiment.training.ema_decay is not None):
+        raise ConfigError(f"--resume: {checkpoint} was saved {'with' if with_ema else 'without'} an average of the "
+                          f"weights, but training.ema_decay={experiment.training.ema_decay!r}; resume with the "
+                          f"setting it was trained with (see {saved})")
     logger.info("--resume: continuing from %s", checkpoint)
     return checkpoint
