@@ -1192,7 +1192,7 @@ def test_determinism_and_no_token_or_pickled_weights_in_any_output(best_run, tmp
     assert weight_files == {"model.safetensors", "checkpoint-5/model.safetensors", "checkpoint-10/model.safetensors"}
     # training_args.bin is a pickle of TrainingArguments: no token in it (hub_token is refused in configs)
     args = torch.load(out / "training_args.bin", weights_only=False)
-    assert type(args).__name__ == "TrainingArguments" and args.hub_token is None
+    assert type(args).__name__ == "ViTScratchTrainingArguments" and args.hub_token is None
     assert FAKE_TOKEN not in repr(vars(args))
     # the Trainer loads the weights back from safetensors, and optimizer/scheduler/RNG states with
     # torch.load(weights_only=True): check they load that way (no arbitrary objects inside)
