@@ -34,7 +34,7 @@ def seconds_per_epoch(row: dict) -> float:
     times = [seconds for seconds, _, _ in row["curve"]]
     if len(times) < 3:
         raise SystemExit(f"error: variant {row['name']!r} has {len(times)} validation points; need 3 to time an epoch")
-    return statistics.median(b - a for a, b in zip(times, times[1:]))
+    return statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
 
 
 def plan(report: dict, budget_s: float) -> dict:
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = plan(report, 60 * args.budget_minutes)
     for row in report["variants"]:
         mark = "->" if row is chosen["variant"] else "  "
-        shown = "FAILED" if "error" in row else f"validation {row.get('eval_accuracy')}, test {row.get('test_accuracy')}"
+        shown = "FAILED" if "error" in row else \
+            f"validation {row.get('eval_accuracy')}, test {row.get('test_accuracy')}"
         print(f"{mark} {row['name']}: {shown}")
     print(f"winner {chosen['variant']['name']!r} on {report['hardware']}: {chosen['seconds_per_epoch']:.2f} s per "
           f"epoch, {chosen['startup_s']:.0f} s start-up, {chosen['tail_s']:.0f} s of final evaluations -> "
