@@ -96,13 +96,15 @@ def shown_predictions(page) -> list[dict]:
             for i in range(meters.count())]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `apt-get install chromium` (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("VIT_SCRATCH_BROWSER_REQUIRED"),
+                    reason="no chromium: `apt-get install chromium` (.ci/run installs it and requires this test)")
 def test_the_page_in_a_browser(demo_page, python_run, predicted, tmp_path):
     """Chromium loads the page, uploads a CIFAR-10 test image and gets predict.py's classes and scores, exactly, and
     the attention overlay; an example click does the same; a broken file gets a message; no request leaves the
     machine, from the browser or from the server."""
     from playwright.sync_api import sync_playwright
 
+    assert CHROMIUM, "no chromium on PATH (VIT_SCRATCH_BROWSER_REQUIRED is set): apt-get install chromium"
     accuracy = read_json(python_run / "all_results.json")["test_accuracy"]
     requests = []
     with sync_playwright() as playwright:
@@ -129,7 +131,9 @@ def test_the_page_in_a_browser(demo_page, python_run, predicted, tmp_path):
             with Image.open(screenshot) as shot:
                 assert shot.width == 1280 and shot.height >= 600
             if os.environ.get("VIT_SCRATCH_SCREENSHOT"):
-                shutil.copyfile(screenshot, REPO / os.environ["VIT_SCRATCH_SCREENSHOT"])
+                keep = REPO / os.environ["VIT_SCRATCH_SCREENSHOT"]
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(screenshot, keep)
 
             page.locator(f"img[src$='{AIRPLANE}']").first.click()  # an example
             deadline = time.monotonic() + 60

@@ -29,7 +29,7 @@ logger = logging.getLogger("vit_scratch")
 
 # System fonts: gradio's default theme loads its fonts from fonts.googleapis.com.
 # A 32 x 32 upload is shown enlarged, its pixels sharp (as the overlay shows them).
-CSS = "#image img { min-width: 224px; image-rendering: pixelated; }"
+CSS = "#image img { object-fit: contain !important; image-rendering: pixelated; }"
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "Consolas", "monospace"])
 # What `write_space` copies beside app.py: the page's code, the model's code.
