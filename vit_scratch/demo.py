@@ -103,7 +103,8 @@ def build_page(source: str, top_k: int = 5, trust_remote_code: bool = False) -> 
     def classify_example(path: str):  # its own name: the API endpoint of an event is its function's name
         return classify(path)
 
-    with gr.Blocks(title=f"{source} demo", analytics_enabled=False) as page:
+    name = Path(source).resolve().name if Path(source).is_dir() else source
+    with gr.Blocks(title=f"{name} demo", analytics_enabled=False) as page:
         gr.Markdown(header(source, folder), elem_id="header")
         label = gr.Label(num_top_classes=top_k, label="Top classes", elem_id="label", render=False)
         overlay = gr.Image(label="Attention rollout (the image, and where the model looked)", type="pil",
