@@ -10,7 +10,6 @@ another host. `write_space` writes a Gradio Space folder whose `app.py` builds t
 import importlib.metadata
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,9 +26,9 @@ from vit_scratch.examples import EXAMPLES_DIR  # noqa: E402
 
 logger = logging.getLogger("vit_scratch")
 
-# System fonts: gradio's default theme loads its fonts from fonts.googleapis.com.
 # A 32 x 32 upload is shown enlarged, its pixels sharp (as the overlay shows them).
 CSS = "#image img { object-fit: contain !important; image-rendering: pixelated; }"
+# System fonts: gradio's default theme loads its fonts from fonts.googleapis.com.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "Consolas", "monospace"])
 # What `write_space` copies beside app.py: the page's code, the model's code.
@@ -54,9 +53,14 @@ def model_files(source: str) -> Path | None:
         return None
 
 
+def short_name(source: str) -> str:
+    """A folder's name, or the Hub id."""
+    return Path(source).resolve().name if Path(source).is_dir() else source
+
+
 def header(source: str, folder: Path | None) -> str:
     """`# NAME` and a line `Test accuracy: 91.23% on DATASET (split)` from the model card's results."""
-    name, line = source if not Path(source).is_dir() else Path(source).resolve().name, "Test accuracy: not reported"
+    name, line = short_name(source), "Test accuracy: not reported"
     card = folder / "README.md" if folder is not None else None
     if card is not None and card.is_file():
         data = ModelCard.load(card).data
@@ -103,15 +107,14 @@ def build_page(source: str, top_k: int = 5, trust_remote_code: bool = False) -> 
     def classify_example(path: str):  # its own name: the API endpoint of an event is its function's name
         return classify(path)
 
-    name = Path(source).resolve().name if Path(source).is_dir() else source
-    with gr.Blocks(title=f"{name} demo", analytics_enabled=False) as page:
+    with gr.Blocks(title=f"{short_name(source)} demo", analytics_enabled=False) as page:
         gr.Markdown(header(source, folder), elem_id="header")
         label = gr.Label(num_top_classes=top_k, label="Top classes", elem_id="label", render=False)
         overlay = gr.Image(label="Attention rollout (the image, and where the model looked)", type="pil",
                            format="png", interactive=False, height=280, elem_id="overlay", render=False)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=280,
+                image = gr.Image(type="filepath", label="Image", sources=["upload"], height=280,
                                  elem_id="image")
                 if examples := example_images(folder):
                     gr.Examples(examples=examples, inputs=image, outputs=[label, overlay], fn=classify_example,
@@ -205,7 +208,3 @@ def push_space(model_id: str, space_id: str, folder: Path | None = None, token: 
         api.upload_folder(repo_id=url.repo_id, repo_type="space", folder_path=str(folder),
                           commit_message=f"Demo page of {model_id}")
     return str(url)
-
-
-def is_hub_id(text: str) -> bool:
-    return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
