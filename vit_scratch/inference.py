@@ -177,9 +177,9 @@ def attention_rollout(attentions: Sequence[torch.Tensor], pooling: str = "cls") 
     return rows[:, 1:]
 
 
-def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: Path) -> None:
+def attention_overlay(image: PIL.Image.Image, weights: torch.Tensor) -> PIL.Image.Image:
     """The image and, beside it, the image under the patch weights (grid side x side, one per patch) as a heat map,
-    written as one PNG: the heat map alone hides what it points at.
+    in one RGB image: the heat map alone hides what it points at.
 
     The map is min-max scaled (brightest = the patch that matters most), upsampled bilinearly to the image (small
     images are first enlarged to at least 256 pixels, nearest, so that 32 x 32 ones can be seen), blended at 50%.
@@ -200,8 +200,13 @@ def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: 
     pair = PIL.Image.new("RGB", (2 * image.width + gap, image.height), "white")
     pair.paste(image, (0, 0))
     pair.paste(overlay, (image.width + gap, 0))
+    return pair
+
+
+def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: Path) -> None:
+    """`attention_overlay` written as one PNG (atomically)."""
     with atomic_path(path) as tmp:
-        pair.save(tmp, format="PNG")
+        attention_overlay(image, weights).save(tmp, format="PNG")
 
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
@@ -277,14 +282,23 @@ def predict(source: str, inputs: Sequence[str], *, top_k: int, batch_size: int, 
     results = []
     for batch in batches(paths, batch_size):
         images = [open_image(path, config.num_channels) for path in batch]
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-        logits, attentions = forward(model, pixel_values, output_attentions=maps is not None)
-        top = scores(logits, config).topk(top_k, dim=-1)
-        for path, values, ids in zip(batch, top.values.tolist(), top.indices.tolist(), strict=True):
-            results.append({"path": str(path), "predictions": [{"label": config.id2label[i], "score": v}
-                                                               for v, i in zip(values, ids, strict=True)]})
-        if attentions is not None:
-            weights = attention_rollout(attentions, getattr(config, "pooling", "cls"))
+        predictions, weights = classify(model, processor, images, top_k=top_k, rollout=maps is not None)
+        results += [{"path": str(path), "predictions": p} for path, p in zip(batch, predictions, strict=True)]
+        if weights is not None:
             for image, weight in zip(images, weights, strict=True):
                 save_attention_overlay(image, weight, maps / next(names))
     return results
+
+
+def classify(model, processor, images: Sequence[PIL.Image.Image], *, top_k: int,
+             rollout: bool = False) -> tuple[list[list[dict]], torch.Tensor | None]:
+    """Opened images (`open_image`) -> per image its top-k [{"label", "score"}] as the image-classification pipeline
+    scores them and, with `rollout`, the attention rollout (B, patches). predict.py and the demo page both call this."""
+    config = model.config
+    pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"]
+    logits, attentions = forward(model, pixel_values, output_attentions=rollout)
+    top = scores(logits, config).topk(min(top_k, config.num_labels), dim=-1)
+    predictions = [[{"label": config.id2label[i], "score": v} for v, i in zip(values, ids, strict=True)]
+                   for values, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+    weights = attention_rollout(attentions, getattr(config, "pooling", "cls")) if rollout else None
+    return predictions, weights
