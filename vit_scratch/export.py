@@ -92,7 +92,8 @@ def check_inputs(source: str, model, processor, images: Sequence[str] | None) ->
     if "dataset" not in experiment:
         raise ConfigError(f"model {source!r}: no experiment.json to take check images from; pass --images "
                           "FILE_OR_FOLDER (real images the files are checked on)")
-    data_args = dataset_arguments(experiment, [("dataset.max_test_samples", str(CHECK_IMAGES))])
+    limit = min(CHECK_IMAGES, experiment["dataset"].get("max_test_samples") or CHECK_IMAGES)
+    data_args = dataset_arguments(experiment, [("dataset.max_test_samples", str(limit))])
     if data_args.test_split is None:
         raise ConfigError(f"model {source!r}: its run has no test split; pass --images FILE_OR_FOLDER")
     split, _ = load_split(data_args, "test", model.config.image_size, model.config.num_channels)
