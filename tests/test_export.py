@@ -315,3 +315,20 @@ print(sorted(m for m in ("torch", "transformers", "onnx", "onnxruntime", "numpy"
                           timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("[]"), proc.stderr[-2000:]
     assert "--push-to-hub" in proc.stdout and "onnx/model_quantized.onnx" in proc.stdout
+
+
+def test_pt2_format_is_an_exported_program_equal_to_torch(python_run, tmp_path):
+    import torch
+
+    from vit_scratch.cli import export
+    from vit_scratch.inference import load_model
+
+    out = tmp_path / "pt2"
+    assert export.main([str(python_run), "--output", str(out), "--formats", "pt2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.pt2", "preprocessor_config.json"]
+    program = torch.export.load(str(out / "model.pt2")).module()
+    model, _ = load_model(str(python_run), device=torch.device("cpu"))
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            assert (program(x) - model(pixel_values=x).logits).abs().max() <= 1e-5

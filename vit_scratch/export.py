@@ -4,11 +4,12 @@
   `logits`, opset 18, one file (no external data). Exported with a batch of 2: a batch of 1 can fix the axis.
 - `onnx/model_quantized.onnx`: onnxruntime's dynamic int8 quantization of the MatMul/Gemm weights. The patch
   convolution stays fp32: ConvInteger with signed int8 weights does not load in onnxruntime (its issue 12362).
+- `model.pt2` (only when asked): `torch.export`'s ExportedProgram, for PyTorch-native serving.
 
-Both are written into a hidden folder beside `onnx/`, checked on real images (fp32: max |logit difference| to
-torch <= FP32_TOLERANCE; int8: top-1 agreement with torch, reported) and only then moved into `onnx/`: a file that
-fails its check is never left behind. The folder's model card gets its ONNX section (reporting.card), and
-`--push-to-hub` uploads `onnx/` and that card.
+Each is written into a hidden folder inside the output folder, checked on real images (fp32 and pt2: max |logit
+difference| to torch <= FP32_TOLERANCE; int8: top-1 agreement with torch, reported) and only then moved into place:
+a file that fails its check is never left behind. The folder's model card gets its ONNX section (reporting.card),
+and `--push-to-hub` uploads the files and that card.
 """
 
 import logging
@@ -27,7 +28,8 @@ from vit_scratch.onnx_runtime import ONNX_FILES
 
 logger = logging.getLogger("vit_scratch")
 
-FORMATS = tuple(ONNX_FILES)  # fp32, int8
+FILES = {**ONNX_FILES, "pt2": "model.pt2"}  # pt2: torch.export's ExportedProgram, for PyTorch-native serving
+DEFAULT_FORMATS = tuple(ONNX_FILES)  # fp32, int8
 OPSET = 18
 FP32_TOLERANCE = 1e-4  # max |logit difference| of the fp32 file to torch, on the check images
 CHECK_IMAGES = 256  # the run's first test images the files are checked on
@@ -60,6 +62,22 @@ def export_fp32(model, path: Path) -> None:
     torch.onnx.export(LogitsOnly(model).eval(), (example,), str(path), dynamo=True, opset_version=OPSET,
                       input_names=["pixel_values"], output_names=["logits"], external_data=False,
                       dynamic_shapes={"pixel_values": {0: batch}}, verbose=False)
+
+
+def export_pt2(model, path: Path) -> None:
+    """The model as a `torch.export` ExportedProgram (`torch.export.save`; load with `torch.export.load(path)
+    .module()`), batch dynamic from 1 as in the ONNX file."""
+    side, channels = model.config.image_size, model.config.num_channels
+    program = torch.export.export(LogitsOnly(model).eval(), (torch.randn(2, channels, side, side),),
+                                  dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}})
+    torch.export.save(program, str(path))
+
+
+def pt2_logits(path: Path, pixel_values: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    module = torch.export.load(str(path)).module()
+    with torch.inference_mode():
+        return np.concatenate([module(torch.from_numpy(x)).numpy() for x in inference.batches(pixel_values,
+                                                                                              batch_size)])
 
 
 def quantize_int8(fp32_path: Path, path: Path, keep_fp32: Sequence[str] = ()) -> None:
@@ -113,49 +131,57 @@ def onnx_logits(path: Path, pixel_values: np.ndarray, batch_size: int = 64) -> n
                                                                                                   batch_size)])
 
 
-def export(source: str, output: Path, formats: Sequence[str] = FORMATS, images: Sequence[str] | None = None,
+def export(source: str, output: Path, formats: Sequence[str] = DEFAULT_FORMATS, images: Sequence[str] | None = None,
            keep_fp32: Sequence[str] = ()) -> dict:
-    """Write the ONNX `formats` of the saved model `source` into `output/onnx/` (with `output`'s config files and
-    card), each checked first. Returns {format: {"file", "bytes", check results}}."""
+    """Write the `formats` of the saved model `source` into `output` (FILES: onnx/..., model.pt2; with `output`'s
+    config files), each checked first. Returns {format: {"file", "bytes", check results}}."""
     model, processor = inference.load_model(source, device=torch.device("cpu"))
     copies = model_files_to_copy(source, output)
     pixel_values = check_inputs(source, model, processor, images)
     reference = torch_logits(model, pixel_values)
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".onnx-export-"))
+    staged = {name: staging / Path(FILES[name]).name for name in FILES}
     report = {}
     try:
-        fp32 = staging / Path(ONNX_FILES["fp32"]).name
-        logger.info("exporting %s to ONNX (opset %d)", source, OPSET)
-        export_fp32(model, fp32)
-        diff = float(np.abs(onnx_logits(fp32, pixel_values) - reference).max())
-        logger.info("fp32: max |logit difference| to torch on %d images: %.3g", len(pixel_values), diff)
-        if not diff <= FP32_TOLERANCE:
-            raise ExportCheckFailed(f"{ONNX_FILES['fp32']}: its logits differ from torch's by up to {diff:.3g} "
-                                    f"(> {FP32_TOLERANCE}) on {len(pixel_values)} images; nothing was written")
-        report["fp32"] = {"max_abs_logit_diff": diff}
+        if {"fp32", "int8"} & set(formats):  # the int8 file is quantized from the fp32 one
+            logger.info("exporting %s to ONNX (opset %d)", source, OPSET)
+            export_fp32(model, staged["fp32"])
+            report["fp32"] = {"max_abs_logit_diff": _check_fp32("fp32", onnx_logits(staged["fp32"], pixel_values),
+                                                                reference)}
         if "int8" in formats:
-            int8 = staging / Path(ONNX_FILES["int8"]).name
-            quantize_int8(fp32, int8, keep_fp32)
-            logits = onnx_logits(int8, pixel_values)
+            quantize_int8(staged["fp32"], staged["int8"], keep_fp32)
+            logits = onnx_logits(staged["int8"], pixel_values)
             agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())
+            diff = float(np.abs(logits - reference).max())
             logger.info("int8: top-1 agreement with torch on %d images: %.2f%%, max |logit difference| %.3g",
-                        len(pixel_values), 100 * agreement, float(np.abs(logits - reference).max()))
-            report["int8"] = {"top1_agreement": agreement, "max_abs_logit_diff": float(np.abs(logits - reference)
-                                                                                       .max())}
+                        len(pixel_values), 100 * agreement, diff)
+            report["int8"] = {"top1_agreement": agreement, "max_abs_logit_diff": diff}
+        if "pt2" in formats:
+            export_pt2(model, staged["pt2"])
+            report["pt2"] = {"max_abs_logit_diff": _check_fp32("pt2", pt2_logits(staged["pt2"], pixel_values),
+                                                               reference)}
         kept = {name: report[name] for name in formats}
         for original, copy in copies:
             with atomic_path(copy) as tmp:
                 shutil.copyfile(original, tmp)
-        target = output / "onnx"
-        target.mkdir(exist_ok=True)
         for name, info in kept.items():
-            staged = staging / Path(ONNX_FILES[name]).name
-            info.update(file=ONNX_FILES[name], bytes=staged.stat().st_size, check_images=len(pixel_values))
-            staged.replace(output / ONNX_FILES[name])
+            info.update(file=FILES[name], bytes=staged[name].stat().st_size, check_images=len(pixel_values))
+            (output / FILES[name]).parent.mkdir(exist_ok=True)
+            staged[name].replace(output / FILES[name])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return kept
+
+
+def _check_fp32(name: str, logits: np.ndarray, reference: np.ndarray) -> float:
+    """The max |logit difference| of an fp32 file to torch; ExportCheckFailed above FP32_TOLERANCE."""
+    diff = float(np.abs(logits - reference).max())
+    logger.info("%s: max |logit difference| to torch on %d images: %.3g", name, len(reference), diff)
+    if not diff <= FP32_TOLERANCE:
+        raise ExportCheckFailed(f"{FILES[name]}: its logits differ from torch's by up to {diff:.3g} "
+                                f"(> {FP32_TOLERANCE}) on {len(reference)} images; nothing was written")
+    return diff
 
 
 def model_files_to_copy(source: str, output: Path) -> list[tuple[Path, Path]]:
@@ -175,10 +201,10 @@ def model_files_to_copy(source: str, output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def push(output: Path, repo_id: str, card_updated: bool) -> None:
-    """Upload `output/onnx/` (and the card, when the export updated it) to the Hub repo `repo_id`."""
+def push(output: Path, repo_id: str, files: Sequence[str]) -> None:
+    """Upload `files` (paths in `output`: the exported files, and the card when the export updated it) to the Hub
+    repo `repo_id`."""
     from huggingface_hub import HfApi
 
-    patterns = ["onnx/*.onnx"] + (["README.md"] if card_updated else [])
-    HfApi().upload_folder(repo_id=repo_id, folder_path=str(output), allow_patterns=patterns,
+    HfApi().upload_folder(repo_id=repo_id, folder_path=str(output), allow_patterns=list(files),
                           commit_message="ONNX export (export.py)")

@@ -6,12 +6,13 @@
 MODEL is a folder train.py wrote or a Hub id (then --output is needed). Writes the Hub's layout into MODEL's folder
 (or --output DIR, with MODEL's config.json and preprocessor_config.json beside, which the torch-free predictor
 reads): onnx/model.onnx (fp32: input pixel_values with any batch size, output logits, opset 18, one file) and
-onnx/model_quantized.onnx (int8: dynamic quantization of the MatMul/Gemm weights, the patch convolution in fp32).
+onnx/model_quantized.onnx (int8: dynamic quantization of the MatMul/Gemm weights, the patch convolution in fp32);
+`--formats pt2` adds model.pt2 (torch.export's ExportedProgram, for PyTorch-native serving).
 
 Each file is checked on real images before it is kept: the run's first 256 test images (from MODEL's
-experiment.json) or --images. fp32 must give torch's logits within 1e-4 (else nothing is written); int8's top-1
-agreement with torch is printed. The folder's model card (README.md, when there is one) gets an ONNX section
-listing the files and how to run them. --push-to-hub uploads onnx/ and that card to the model's Hub repo
+experiment.json) or --images. fp32 and pt2 must give torch's logits within 1e-4 (else nothing is written); int8's
+top-1 agreement with torch is printed. The folder's model card (README.md, when there is one) gets an ONNX section
+listing the files and how to run them. --push-to-hub uploads the files and that card to the model's Hub repo
 (--hub-model-id, else MODEL when it is a Hub id, else the run's training.hub_model_id).
 
 Run them: `predict.py MODEL IMAGES --backend onnxruntime [--onnx-file onnx/model_quantized.onnx]`,
@@ -26,7 +27,7 @@ from pathlib import Path
 from vit_scratch.cli import errors
 from vit_scratch.cli.args import report_error, require_packages, setup_logging
 
-FORMATS = ("fp32", "int8")
+FORMATS = ("fp32", "int8", "pt2")  # vit_scratch.export.FILES
 EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 
@@ -34,11 +35,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL", help="a saved model folder (train.py's output) or a Hub id")
     parser.add_argument("--output", metavar="DIR", type=Path, help="where onnx/ goes (default: MODEL's folder)")
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
-                        help="fp32 (onnx/model.onnx), int8 (onnx/model_quantized.onnx); default both")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS[:2]),
+                        help="fp32 (onnx/model.onnx), int8 (onnx/model_quantized.onnx), pt2 (model.pt2, "
+                        "torch.export); default fp32 int8")
     parser.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER",
                         help="real images to check the files on (default: the run's first 256 test images)")
-    parser.add_argument("--push-to-hub", action="store_true", help="upload onnx/ (and the updated card) to the Hub")
+    parser.add_argument("--push-to-hub", action="store_true", help="upload the files (and the updated card) to the Hub")
     parser.add_argument("--hub-model-id", metavar="USER/NAME", help="the repo --push-to-hub uploads to")
     return parser.parse_args(argv)
 
@@ -92,17 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         report = export.export(args.model, output, formats=args.formats, images=args.images)
         card = update_onnx_section(output / "README.md", repo_id)
         if args.push_to_hub:
-            export.push(output, repo_id, card_updated=card)
+            export.push(output, repo_id, [info["file"] for info in report.values()] + ["README.md"] * card)
     except (errors.ConfigError, errors.DataError, OSError) as err:
         report_error(err)
         return 2
     for name, info in report.items():
-        check = (f"max |logit diff| to torch {info['max_abs_logit_diff']:.2g}" if name == "fp32" else
-                 f"top-1 agreement with torch {100 * info['top1_agreement']:.2f}%")
+        check = (f"top-1 agreement with torch {100 * info['top1_agreement']:.2f}%" if name == "int8" else
+                 f"max |logit diff| to torch {info['max_abs_logit_diff']:.2g}")
         print(f"{name}: {output / info['file']} ({info['bytes'] / 1e6:.1f} MB; {check} on {info['check_images']} "
               "images)")
     if card:
         print(f"model card: {output / 'README.md'} (ONNX section)")
     if args.push_to_hub:
-        print(f"pushed onnx/ to https://huggingface.co/{repo_id}")
+        print(f"pushed to https://huggingface.co/{repo_id}")
     return 0
