@@ -4,10 +4,11 @@ For each model size (configs/*.json's model section, random weights: speed does 
 exported as export.py exports it (vit_scratch.export: fp32, then int8 dynamic quantization of the MatMul/Gemm
 weights), then the four backends run the same random batch in turn, round after round (A B C D A B C D ...), so
 that drift in machine load hits all alike. Reported per backend: batch 1 latency (median ms) and batch 64
-images/s (median), and both as ratios to torch eager measured in the same rounds. Threads: torch's and onnxruntime's
-defaults (every core).
+images/s (median), and both as ratios to torch eager measured in the same rounds (the median of the per-round
+ratios). Threads: torch's and onnxruntime's defaults (every core), or --threads N for both.
 
     .venv/bin/python bench/export.py [--configs configs/cifar10_cpu.json configs/cifar10_fast.json] [--rounds 5]
+                                     [--threads N] [--output numbers.json]
 """
 
 import argparse
@@ -38,12 +39,15 @@ def build(path: str) -> ViTScratchForImageClassification:
     return ViTScratchForImageClassification(ViTScratchConfig(**shape, num_labels=10, attn_implementation="sdpa")).eval()
 
 
-def runners(model, folder: Path) -> dict:
+def runners(model, folder: Path, threads: int | None) -> dict:
     """backend -> function(batch as numpy float32) running one forward pass to logits."""
     fp32, int8 = folder / "model.onnx", folder / "model_quantized.onnx"
     export.export_fp32(model, fp32)
     export.quantize_int8(fp32, int8)
-    sessions = {name: onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    sessions = {name: onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 for name, path in (("ORT fp32", fp32), ("ORT int8", int8))}
     compiled = torch.compile(model)
 
@@ -80,8 +84,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["configs/cifar10_cpu.json", "configs/cifar10_fast.json"])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per backend and batch size")
+    parser.add_argument("--threads", type=int, help="threads for torch and onnxruntime (default: theirs)")
     parser.add_argument("--output", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}; "
           f"{args.rounds} rounds, backends interleaved; medians")
     results = {}
@@ -91,7 +98,7 @@ def main() -> None:
         c = model.config
         name = f"{Path(path).name} ({c.num_hidden_layers}x{c.hidden_size}, {model.num_parameters() / 1e6:.2f} M)"
         with tempfile.TemporaryDirectory() as folder:
-            run_of = runners(model, Path(folder))
+            run_of = runners(model, Path(folder), args.threads)
             sizes = {backend: None for backend in BACKENDS}
             sizes["ORT fp32"] = (Path(folder) / "model.onnx").stat().st_size
             sizes["ORT int8"] = (Path(folder) / "model_quantized.onnx").stat().st_size
