@@ -325,8 +325,9 @@ def test_pt2_format_is_an_exported_program_equal_to_torch(python_run, tmp_path):
 
     out = tmp_path / "pt2"
     assert export.main([str(python_run), "--output", str(out), "--formats", "pt2"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.pt2", "preprocessor_config.json"]
-    program = torch.export.load(str(out / "model.pt2")).module()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "config.json", "preprocessor_config.json", "pt2", "pt2/model.pt2"]
+    program = torch.export.load(str(out / "pt2" / "model.pt2")).module()
     model, _ = load_model(str(python_run), device=torch.device("cpu"))
     for batch in (1, 5):
         x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))

@@ -4,7 +4,7 @@
   `logits`, opset 18, one file (no external data). Exported with a batch of 2: a batch of 1 can fix the axis.
 - `onnx/model_quantized.onnx`: onnxruntime's dynamic int8 quantization of the MatMul/Gemm weights. The patch
   convolution stays fp32: ConvInteger with signed int8 weights does not load in onnxruntime (its issue 12362).
-- `model.pt2` (only when asked): `torch.export`'s ExportedProgram, for PyTorch-native serving.
+- `pt2/model.pt2` (only when asked): `torch.export`'s ExportedProgram, for PyTorch-native serving.
 
 Each is written into a hidden folder inside the output folder, checked on real images (fp32 and pt2: max |logit
 difference| to torch <= FP32_TOLERANCE; int8: top-1 agreement with torch, reported) and only then moved into place:
@@ -28,7 +28,7 @@ from vit_scratch.onnx_runtime import ONNX_FILES
 
 logger = logging.getLogger("vit_scratch")
 
-FILES = {**ONNX_FILES, "pt2": "model.pt2"}  # pt2: torch.export's ExportedProgram, for PyTorch-native serving
+FILES = {**ONNX_FILES, "pt2": "pt2/model.pt2"}  # pt2: torch.export's ExportedProgram, for PyTorch-native serving
 DEFAULT_FORMATS = tuple(ONNX_FILES)  # fp32, int8
 OPSET = 18
 FP32_TOLERANCE = 1e-4  # max |logit difference| of the fp32 file to torch, on the check images
@@ -133,7 +133,7 @@ def onnx_logits(path: Path, pixel_values: np.ndarray, batch_size: int = 64) -> n
 
 def export(source: str, output: Path, formats: Sequence[str] = DEFAULT_FORMATS, images: Sequence[str] | None = None,
            keep_fp32: Sequence[str] = ()) -> dict:
-    """Write the `formats` of the saved model `source` into `output` (FILES: onnx/..., model.pt2; with `output`'s
+    """Write the `formats` of the saved model `source` into `output` (FILES: onnx/..., pt2/; with `output`'s
     config files), each checked first. Returns {format: {"file", "bytes", check results}}."""
     model, processor = inference.load_model(source, device=torch.device("cpu"))
     copies = model_files_to_copy(source, output)

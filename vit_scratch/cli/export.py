@@ -7,7 +7,7 @@ MODEL is a folder train.py wrote or a Hub id (then --output is needed). Writes t
 (or --output DIR, with MODEL's config.json and preprocessor_config.json beside, which the torch-free predictor
 reads): onnx/model.onnx (fp32: input pixel_values with any batch size, output logits, opset 18, one file) and
 onnx/model_quantized.onnx (int8: dynamic quantization of the MatMul/Gemm weights, the patch convolution in fp32);
-`--formats pt2` adds model.pt2 (torch.export's ExportedProgram, for PyTorch-native serving).
+`--formats pt2` adds pt2/model.pt2 (torch.export's ExportedProgram, for PyTorch-native serving).
 
 Each file is checked on real images before it is kept: the run's first 256 test images (from MODEL's
 experiment.json) or --images. fp32 and pt2 must give torch's logits within 1e-4 (else nothing is written); int8's
@@ -36,7 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("model", metavar="MODEL", help="a saved model folder (train.py's output) or a Hub id")
     parser.add_argument("--output", metavar="DIR", type=Path, help="where onnx/ goes (default: MODEL's folder)")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS[:2]),
-                        help="fp32 (onnx/model.onnx), int8 (onnx/model_quantized.onnx), pt2 (model.pt2, "
+                        help="fp32 (onnx/model.onnx), int8 (onnx/model_quantized.onnx), pt2 (pt2/model.pt2, "
                         "torch.export); default fp32 int8")
     parser.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER",
                         help="real images to check the files on (default: the run's first 256 test images)")
