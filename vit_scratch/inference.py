@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -24,7 +23,7 @@ import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto c
 from vit_scratch.atomic import atomic_path
 from vit_scratch.cli import args as cli_args
 from vit_scratch.cli.errors import ConfigError, DataError
-from vit_scratch.data import IMAGE_EXTENSIONS
+from vit_scratch.image_files import check_images, find_images, open_image
 from vit_scratch.training.checkpoints import load_complete_model, local_source_problem
 
 
@@ -114,47 +113,6 @@ def scores(logits: torch.Tensor, config) -> torch.Tensor:
     return logits.softmax(dim=-1)
 
 
-# ---------------------------------------------------------------- image files
-
-
-def find_images(inputs: Sequence[str]) -> list[Path]:
-    """Files as given, folders searched recursively for IMAGE_EXTENSIONS (sorted), duplicates dropped.
-
-    Raises DataError for a path that does not exist or a folder without images; a file given by name is taken
-    whatever its extension (`check_images` then says whether it is an image).
-    """
-    found = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            if not images:
-                raise DataError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder or below")
-            found += images
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{name}: no such file or folder")
-    return list(dict.fromkeys(found))
-
-
-def open_image(path: Path, num_channels: int = 3) -> PIL.Image.Image:
-    """A file as `pipeline` opens it (transformers' `load_image`): decoded, EXIF orientation applied, RGB (L for
-    one-channel models). Raises DataError naming the file when it is not a readable image."""
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()  # decodes now: a truncated file fails here, not halfway through the predictions
-            return PIL.ImageOps.exif_transpose(image).convert("L" if num_channels == 1 else "RGB")
-    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
-
-
-def check_images(paths: Sequence[Path]) -> None:
-    """Open every image once before anything is computed or written, so that one bad file stops the run clean."""
-    for path in paths:
-        open_image(path)
-
-
 # ---------------------------------------------------------------- attention rollout
 
 
@@ -241,22 +199,34 @@ def check_class_names(dataset_names: list[str] | None, labels: torch.Tensor, id2
 
 
 def evaluate(source: str, data_args, split_name: str, *, batch_size: int, precision: str,
-             trust_remote_code: bool = False) -> tuple[dict, np.ndarray, list[str]]:
+             trust_remote_code: bool = False, onnx_file: str | None = None) -> tuple[dict, np.ndarray, list[str]]:
     """(metrics, confusion matrix, class names) of the saved model on one split, decoded exactly as for training
-    and normalised by its processor: accuracy, top-5, loss, per-class accuracy and counts."""
+    and normalised by its processor: accuracy, top-5, loss, per-class accuracy and counts. With `onnx_file`, that
+    ONNX file of the model (onnxruntime) computes the logits from the same inputs instead of the torch model."""
     from transformers import EvalPrediction
 
     from vit_scratch.data import load_split
     from vit_scratch.metrics import build_compute_metrics, confusion_matrix
 
-    model, processor = load_model(source, trust_remote_code=trust_remote_code)
-    config = model.config
-    split, dataset_names = load_split(data_args, split_name, config.image_size, config.num_channels)
-    names = check_class_names(dataset_names, split.labels, config.id2label,
+    if onnx_file is not None:
+        from vit_scratch.onnx_runtime import OnnxClassifier
+
+        onnx = OnnxClassifier(source, onnx_file)
+        image_size, num_channels, id2label = onnx.image_size, onnx.num_channels, onnx.id2label
+
+        def logits_of(images: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(onnx.logits(onnx.normalize(images.numpy())))
+    else:
+        model, processor = load_model(source, trust_remote_code=trust_remote_code)
+        image_size, num_channels, id2label = model.config.image_size, model.config.num_channels, model.config.id2label
+        device = next(model.parameters()).device
+
+        def logits_of(images: torch.Tensor) -> torch.Tensor:
+            return forward(model, normalize(images.to(device), processor), precision=precision)[0]
+    split, dataset_names = load_split(data_args, split_name, image_size, num_channels)
+    names = check_class_names(dataset_names, split.labels, id2label,
                               f"dataset {data_args.name!r}, split {split_name!r}")
-    device = next(model.parameters()).device
-    logits = torch.cat([forward(model, normalize(images.to(device), processor), precision=precision)[0]
-                        for images in batches(split.images, batch_size)])
+    logits = torch.cat([logits_of(images) for images in batches(split.images, batch_size)])
     labels = split.labels
     metrics = build_compute_metrics(top_k=5)(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
     matrix = confusion_matrix(logits.argmax(-1).numpy(), labels.numpy(), len(names))
