@@ -25,7 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import NonFiniteLossError, Preempted
 from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, worker_context
-from vit_scratch.training.checkpoints import latest_complete_checkpoint
+from vit_scratch.training.checkpoints import MANIFEST_FILE, latest_complete_checkpoint, write_manifest
 from vit_scratch.training.writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
@@ -297,6 +297,11 @@ class ViTScratchTrainer(Trainer):
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         with failed_writes_end_the_run(self.args.output_dir, into=folder):
             super()._save_checkpoint(model, trial)
+            # The manifest comes last, over every file in the folder (every process's RNG state: all must have
+            # written theirs), so that a file added above is covered and a checkpoint without one is incomplete.
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                write_manifest(folder)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
@@ -308,8 +313,14 @@ class ViTScratchTrainer(Trainer):
         try:
             with failed_writes_end_the_run(self.args.output_dir, into=staging, shown_in=target):
                 super()._save(str(staging), state_dict)
-                for path in sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors")):
+                saved = sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors"))
+                files = [path.name for path in saved if path.is_file()]
+                (target / MANIFEST_FILE).unlink(missing_ok=True)  # the old model's, if any, no longer applies
+                for path in saved:
                     os.replace(path, target / path.name)  # the weights (and a sharded index) last
+                # What loading the model needs (weights, config, code, image processor); files added to the folder
+                # later (card, results, an export) are not in it.
+                write_manifest(target, files=files)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
