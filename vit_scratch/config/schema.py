@@ -540,8 +540,8 @@ def _training_arguments(kwargs: dict):
             raise ConfigError("training.use_cpu=false with several processes and no GPU: each process would train "
                               "alone on all the data; remove it or launch on GPUs")
     if kwargs.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("training.deepspeed is set, but deepspeed is not installed (`pip install deepspeed`); "
-                          "or remove training.deepspeed")
+        raise ConfigError(f"training.deepspeed={kwargs['deepspeed']!r} is invalid: deepspeed is not installed "
+                          "(`pip install deepspeed`, or remove training.deepspeed)")
     try:
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError) as err:
