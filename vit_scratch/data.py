@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import tarfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -350,9 +351,43 @@ def _column(data: datasets.Dataset, given: str | None, defaults: tuple[str, ...]
 # ---------------------------------------------------------------- decoding
 
 
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning threshold (a 9,459 px square, 268 MB as RGB): refused above
+
+
+class ImageRefused(ValueError):
+    """An image this project will not decode (too many pixels: a decompression bomb, or simply too big)."""
+
+
+def open_image_bytes(source) -> PIL.Image.Image:
+    """`PIL.Image.open(source)` (a path or a file object), refusing an image of more than MAX_IMAGE_PIXELS pixels
+    from its header, before any pixel is decoded. Pillow alone only warns up to twice that."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+        try:
+            image = PIL.Image.open(source)
+        except PIL.Image.DecompressionBombError:
+            raise ImageRefused(f"more than {2 * PIL.Image.MAX_IMAGE_PIXELS:,} pixels, above the limit of "
+                               f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?)") from None
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageRefused(f"{image.width} x {image.height} = {image.width * image.height:,} pixels, above the "
+                           f"limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+    return image
+
+
+def to_mode(image: PIL.Image.Image, num_channels: int) -> PIL.Image.Image:
+    """Any decoded image -> L or RGB. 16-bit grey keeps its top 8 bits (Pillow's own conversion clips it: nearly all
+    white); CMYK, palette and the rest take Pillow's conversion, which drops transparency (a transparent pixel
+    shows the colour stored under it, as `pipeline` shows it); an animated image is its first frame."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.clip(np.asarray(image, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
+        image = PIL.Image.fromarray(grey)
+    return image.convert("L" if num_channels == 1 else "RGB")
+
+
 def _to_chw(image: PIL.Image.Image, image_size: int, num_channels: int) -> np.ndarray:
-    """Any PIL image -> uint8 (C, S, S): converted to L/RGB, resized (bicubic) when its size differs."""
-    image = image.convert("L" if num_channels == 1 else "RGB")
+    """Any PIL image -> uint8 (C, S, S): converted to L/RGB (`to_mode`), resized (bicubic) when its size differs."""
+    image = to_mode(image, num_channels)
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), PIL.Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)  # (S, S) or (S, S, 3)
@@ -371,13 +406,15 @@ def _decode_batch(batch: dict[str, list], indices: list[int], column: str, where
             data = value["bytes"]
             if data is None:
                 data = Path(value["path"]).read_bytes()
-            with PIL.Image.open(io.BytesIO(data)) as image:
+            with open_image_bytes(io.BytesIO(data)) as image:
                 image.load()  # decodes now: truncated data fails here
                 out[k] = _to_chw(PIL.ImageOps.exif_transpose(image), image_size, num_channels).reshape(-1)
         except Exception as error:
-            row = index if rows is None else rows[index]
-            raise DataError(f"{where}, row {row}: cannot decode column {column!r}: {type(error).__name__}: "
-                            f"{error}") from error
+            # the file where the source has one (an image folder; a Hub image's original name), else the row
+            place = f"file {value['path']}" if value.get("path") else f"row {index if rows is None else rows[index]}"
+            cause = f"refused: {error}" if isinstance(error, ImageRefused) else \
+                f"cannot decode column {column!r}: {type(error).__name__}: {error}"
+            raise DataError(f"{where}, {place}: {cause}") from error
     return {"pixels": out}
 
 
@@ -415,7 +452,7 @@ def _read_rows(data: datasets.Dataset, column: str, where: str, image_size: int,
 def _decoder_version() -> str:
     """datasets fingerprints a module's functions by name only: key the decoded cache on their source (and Pillow's
     version, which can change resizing) so that changing the decoding never reuses stale arrays."""
-    return PIL.__version__ + inspect.getsource(_to_chw) + inspect.getsource(_decode_batch)
+    return PIL.__version__ + "".join(inspect.getsource(f) for f in (_to_chw, to_mode, open_image_bytes, _decode_batch))
 
 
 def _decode_arrays(images: np.ndarray, image_size: int, num_channels: int, rows: np.ndarray | None) -> np.ndarray:

@@ -24,7 +24,7 @@ import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto c
 from vit_scratch.atomic import atomic_path
 from vit_scratch.cli import args as cli_args
 from vit_scratch.cli.errors import ConfigError, DataError
-from vit_scratch.data import IMAGE_EXTENSIONS
+from vit_scratch.data import IMAGE_EXTENSIONS, ImageRefused, open_image_bytes, to_mode
 from vit_scratch.training.checkpoints import load_complete_model, local_source_problem
 
 
@@ -139,12 +139,14 @@ def find_images(inputs: Sequence[str]) -> list[Path]:
 
 
 def open_image(path: Path, num_channels: int = 3) -> PIL.Image.Image:
-    """A file as `pipeline` opens it (transformers' `load_image`): decoded, EXIF orientation applied, RGB (L for
-    one-channel models). Raises DataError naming the file when it is not a readable image."""
+    """A file as training decodes it (`data.to_mode`; as `pipeline` does but for 16-bit grey, which it clips):
+    decoded, EXIF orientation applied, RGB (L for one-channel models), more than MAX_IMAGE_PIXELS refused. Raises DataError naming the file when it is not a readable image."""
     try:
-        with PIL.Image.open(path) as image:
+        with open_image_bytes(path) as image:
             image.load()  # decodes now: a truncated file fails here, not halfway through the predictions
-            return PIL.ImageOps.exif_transpose(image).convert("L" if num_channels == 1 else "RGB")
+            return to_mode(PIL.ImageOps.exif_transpose(image), num_channels)
+    except ImageRefused as error:
+        raise DataError(f"{path}: refused: {error}") from None
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
         raise DataError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
 
