@@ -25,7 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import NonFiniteLossError, Preempted
 from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, worker_context
-from vit_scratch.training.checkpoints import MANIFEST_FILE, latest_complete_checkpoint, write_manifest
+from vit_scratch.training.checkpoints import MANIFEST_FILE, ManifestWriter, latest_complete_checkpoint, write_manifest
 from vit_scratch.training.writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
@@ -162,6 +162,7 @@ class ViTScratchTrainer(Trainer):
         # training batches; compiled lazily on the first batch, like the model.
         self._train_augment = torch.compile(self.augment, dynamic=False) if self.args.torch_compile else self.augment
         self._flops_per_input = None
+        self._manifest: ManifestWriter | None = None  # the newest checkpoint's, being written
         for dataset in (self.train_dataset, *self._eval_datasets()):
             self._on_device(dataset)
         self.label_smoother = None  # folded into the augmentation's soft targets (see the module docstring)
@@ -187,7 +188,13 @@ class ViTScratchTrainer(Trainer):
 
     def train(self, *args, **kwargs):
         with self.preemption.handling_sigterm():
-            result = super().train(*args, **kwargs)
+            try:
+                result = super().train(*args, **kwargs)
+            except BaseException:
+                if self._manifest is not None:  # the checkpoint it completes is the one to resume from
+                    self._manifest.thread.join()
+                raise
+            self.finish_manifest()
         step = self.preemption.stopped_at
         if step is not None:  # no final model, card or push: the run is not finished
             checkpoint = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
@@ -283,6 +290,7 @@ class ViTScratchTrainer(Trainer):
             step = torch.where(step == never, -1, step)
         step = int(step)
         if step >= 0:
+            self.finish_manifest()
             last = latest_complete_checkpoint(self.args.output_dir)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
             raise NonFiniteLossError(
@@ -294,14 +302,22 @@ class ViTScratchTrainer(Trainer):
         return [n for n in super().get_decay_parameter_names(model) if not n.endswith(NO_DECAY_SUFFIXES)]
 
     def _save_checkpoint(self, model, trial) -> None:
+        self.finish_manifest()  # the previous checkpoint's, before this save's rotation may remove its folder
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         with failed_writes_end_the_run(self.args.output_dir, into=folder):
             super()._save_checkpoint(model, trial)
-            # The manifest comes last, over every file in the folder (every process's RNG state: all must have
-            # written theirs), so that a file added above is covered and a checkpoint without one is incomplete.
-            self.accelerator.wait_for_everyone()
-            if self.args.should_save:
-                write_manifest(folder)
+            self.accelerator.wait_for_everyone()  # every process's RNG state is written
+        # The manifest comes last, over every file then in the folder, so that a file added above is covered and a
+        # checkpoint without one is incomplete. Its checksums run beside the next steps (finish_manifest waits).
+        if self.args.should_save:
+            self._manifest = ManifestWriter(folder)
+
+    def finish_manifest(self) -> None:
+        """Wait for the last checkpoint's manifest; a failed write of it ends the run like any other."""
+        writer, self._manifest = self._manifest, None
+        if writer is not None:
+            with failed_writes_end_the_run(self.args.output_dir, into=writer.folder):
+                writer.finish()
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
