@@ -140,7 +140,8 @@ def find_images(inputs: Sequence[str]) -> list[Path]:
 
 def open_image(path: Path, num_channels: int = 3) -> PIL.Image.Image:
     """A file as training decodes it (`data.to_mode`; as `pipeline` does but for 16-bit grey, which it clips):
-    decoded, EXIF orientation applied, RGB (L for one-channel models), more than MAX_IMAGE_PIXELS refused. Raises DataError naming the file when it is not a readable image."""
+    decoded, EXIF orientation applied, RGB (L for one-channel models); more than MAX_IMAGE_PIXELS refused. Raises
+    DataError naming the file when it is not a readable image."""
     try:
         with open_image_bytes(path) as image:
             image.load()  # decodes now: a truncated file fails here, not halfway through the predictions
