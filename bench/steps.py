@@ -35,6 +35,7 @@ from modeling_vit_scratch import ViTScratchForImageClassification
 from vit_scratch.augment import BatchAugment
 from vit_scratch.config.schema import apply_overrides, build_experiment
 from vit_scratch.data import ImageData, ImageSplit
+from vit_scratch.training.ema import WeightEMA
 from vit_scratch.training.run import planned_steps, with_labels
 from vit_scratch.training.trainer import NO_DECAY_SUFFIXES, DeviceImageDataset, ViTScratchTrainer
 
@@ -170,7 +171,8 @@ def _bare_step(experiment, split: ImageSplit, total_steps: int, device):
 def bare_train(experiment, data: ImageData, device, should_stop=lambda: False) -> tuple[torch.nn.Module, dict]:
     """The experiment's whole recipe as a plain PyTorch loop, no Trainer: the model seeded and built as run.py builds
     it, the data on the device, a fresh random order every epoch (full batches only), the run's `BatchAugment`
-    (compiled under torch_compile, like the Trainer's), `_PlainStep`'s optimizer, schedule and clipping.
+    (compiled under torch_compile, like the Trainer's), `_PlainStep`'s optimizer, schedule and clipping, and the
+    average of the weights with training.ema_decay.
 
     -> (the trained model in eval mode, {"steps": steps run, "final_loss": mean loss of the last `logging_steps`
     steps}). `should_stop()` is asked after every step (a wall-clock budget); the loss is read once, at the end.
@@ -185,6 +187,7 @@ def bare_train(experiment, data: ImageData, device, should_stop=lambda: False) -
     augment = BatchAugment(experiment.dataset.augmentation, data.mean, data.std, config.num_labels,
                            label_smoothing=args.label_smoothing_factor).to(device)
     augment_fn = torch.compile(augment, dynamic=False) if args.torch_compile else augment
+    ema = WeightEMA(model, args.ema_decay, args.ema_warmup) if args.ema_decay is not None else None
     images, labels = data.train.images.to(device), data.train.labels.to(device)
     per_epoch = len(labels) // b
     window = max(1, min(args.logging_steps if args.logging_steps >= 1 else 1, steps))
@@ -197,6 +200,10 @@ def bare_train(experiment, data: ImageData, device, should_stop=lambda: False) -
         pixel_values, targets = augment_fn(images[index], labels[index])
         losses[step % window] = plain(pixel_values, targets)
         step += 1
+        if ema is not None:
+            ema.update(step)
+    if ema is not None:  # the model the Trainer path would save: the average
+        ema.copy_to_model()
     filled = min(step, window)
     return model.eval(), {"steps": step, "final_loss": float(losses[:filled].mean()) if filled else None}
 

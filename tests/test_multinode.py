@@ -43,6 +43,9 @@ from .helpers import (
 pytestmark = pytest.mark.slow  # two machines' launchers; `make test` runs it, `-m 'not slow'` skips it
 MULTI_NODE = str(REPO / "configs" / "accelerate" / "multi_node.yaml")
 MACHINES = 2  # one process each
+# With an average of the weights: every process keeps its own and evaluates its shard of the validation set with it
+# (batches of 8: with one batch of all 64 images, the second process would only evaluate padding).
+EMA = ["--training.ema_decay", "0.5", "--training.per_device_eval_batch_size", "8"]
 
 
 def launch_machine(rank: int, port: int, root: Path, run_args: list[str], script: Path = REPO / "train.py",
@@ -100,7 +103,7 @@ def multi_node_run(tmp_path_factory, cifar10_path) -> tuple[Path, Path]:
     """Two machines x 1 process x 8 images = global batch 16 -> (the shared output_dir, the launchers' folder)."""
     root = tmp_path_factory.mktemp("multi_node")
     output_dir = root / "shared" / "out"
-    run_machines(root, tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH // MACHINES))
+    run_machines(root, tiny_run_args(cifar10_path, output_dir, per_device_batch=GLOBAL_BATCH // MACHINES) + EMA)
     return output_dir, root
 
 
@@ -120,11 +123,24 @@ def test_two_machines_train_one_data_parallel_run(multi_node_run):
         assert "Traceback" not in (root / f"machine{rank}.log").read_text(), rank
 
 
+def test_every_machine_evaluates_with_the_average(multi_node_run):
+    """The validation loss logged during training (each process evaluating its half with its own average swapped in)
+    equals the one after training, when every process holds the best checkpoint's model.safetensors, the average. A
+    process evaluating with its training weights instead would change the first."""
+    out, _ = multi_node_run
+    during = [e["eval_loss"] for e in log_history(out) if "eval_loss" in e and e["step"] == STEPS][0]
+    assert during == read_json(out / "all_results.json")["eval_loss"]
+    average, trained = load_file(out / "model.safetensors"), load_file(out / f"checkpoint-{STEPS}" /
+                                                                       "training_weights.safetensors")
+    assert max((average[k] - trained[k]).abs().max() for k in average) > 1e-4
+
+
 def test_the_shared_output_folder_is_written_once(multi_node_run):
     out, root = multi_node_run
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert [f for f in files if f.endswith("model.safetensors")] == [f"checkpoint-{STEPS}/model.safetensors",
-                                                                     "model.safetensors"]
+    assert [f for f in files if f.endswith(".safetensors")] == [f"checkpoint-{STEPS}/model.safetensors",
+                                                                f"checkpoint-{STEPS}/training_weights.safetensors",
+                                                                "model.safetensors"]
     assert [f for f in files if f.endswith("all_results.json")] == ["all_results.json"]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{STEPS}"]
     # Each process saves its own RNG state into the checkpoint (the one file rank 1 writes): resuming needs both.
@@ -153,7 +169,7 @@ def test_the_second_machine_writes_only_its_rng_state(tmp_path, cifar10_path, mu
     its own view of output_dir, which machine 1's disk lacks (it would evaluate and test other weights than machine
     0: the Trainer only warns), so it is off here."""
     run_machines(tmp_path, tiny_run_args(cifar10_path, "out", per_device_batch=GLOBAL_BATCH // MACHINES)
-                 + ["--training.load_best_model_at_end", "false"])
+                 + ["--training.load_best_model_at_end", "false"] + EMA)
     written = [sorted(p.relative_to(tmp_path / f"machine{rank}").as_posix()
                       for p in (tmp_path / f"machine{rank}").rglob("*") if p.is_file()) for rank in range(MACHINES)]
     assert written[1] == [f"out/checkpoint-{STEPS}/rng_state_1.pth"]

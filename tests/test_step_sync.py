@@ -45,6 +45,13 @@ def test_training_steps_never_read_back_from_the_device(policy):
     assert trap.checked_steps == 7  # steps 3..9 ran inside the trap (sampler, batch cut, augmentation, step, callbacks)
 
 
+def test_training_steps_with_an_average_of_the_weights_never_read_back_from_the_device():
+    config = json.loads(json.dumps(EVERYTHING_ON))
+    config["training"].update(ema_decay=0.99, ema_warmup=True)
+    trap = run_steps(config)
+    assert trap.checked_steps == 7
+
+
 def test_the_trap_catches_a_per_step_read():
     """Negative control: transformers' own NaN filter reads the loss on every step (`torch.isnan(loss) or ...`)."""
     config = json.loads(json.dumps(EVERYTHING_ON))

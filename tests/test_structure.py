@@ -126,11 +126,11 @@ def test_key_docs_read_from_source_match_the_classes():
     """The fast checks and --help read ViTScratchConfig's and TrainingArguments' fields from keys.json; they
     must be exactly the classes' fields, accept exactly the values the real annotations accept, name the same choices
     and state the real defaults (a transformers upgrade that changes them fails here)."""
-    from transformers import TrainingArguments
+    from vit_scratch.training.arguments import ViTScratchTrainingArguments
 
     docs = section_docs()
     real = {"model": {name: ViTScratchConfig.__annotations__[name] for name in ViTScratchConfig.__annotations__},
-            "training": {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}}
+            "training": {f.name: f for f in dataclasses.fields(ViTScratchTrainingArguments) if f.init}}
     assert docs["model"].keys() == real["model"].keys() | MODEL_EXTRA_KEYS.keys()
     assert docs["training"].keys() == real["training"].keys()
     samples = [0, 3, 0.5, True, None, "x", "linear", "epoch", "adamw_torch", "every_save", "underflow_overflow", [],

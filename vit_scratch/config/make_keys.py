@@ -62,14 +62,13 @@ def model_keys(cls, enums: dict) -> dict:
 
 
 def generate() -> dict:
-    from transformers import TrainingArguments
-
     from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
     from vit_scratch.config.schema import DataArguments
+    from vit_scratch.training.arguments import ViTScratchTrainingArguments
 
     enums = {}
     sections = {"dataset": dataclass_keys(DataArguments, enums), "model": model_keys(ViTScratchConfig, enums),
-                "training": dataclass_keys(TrainingArguments, enums, init_only=True)}
+                "training": dataclass_keys(ViTScratchTrainingArguments, enums, init_only=True)}
     return {"enums": {name: {m.name: m.value for m in e} for name, e in sorted(enums.items())},
             "sections": sections}
 

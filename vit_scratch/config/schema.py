@@ -3,7 +3,7 @@
 A config file has three sections that map 1:1 onto code:
   dataset  -> `DataArguments` (with `augmentation` -> `AugmentArguments`)
   model    -> `ViTScratchConfig` fields
-  training -> `transformers.TrainingArguments` fields
+  training -> `ViTScratchTrainingArguments` fields (transformers' `TrainingArguments` + ema_decay, ema_warmup)
 
 Every key is checked against its field's annotation (`_type_ok`), then against one table of range rules (`RANGES`).
 Names, types, choices, defaults and help of all three sections come from keys.json, a snapshot of the real classes
@@ -164,6 +164,7 @@ RANGES = {
     "training.accelerator_config": (_file_or_object, "must be a JSON object or the path of a JSON file that exists"),
     "training.deepspeed": (_file_or_object, "must be a JSON object or the path of a DeepSpeed config file that "
                                             "exists"),
+    "training.ema_decay": (lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.999, or null (off)"),
 }
 
 NULL_REFUSED = {"training.report_to"}  # the annotation allows null, transformers then fails on it
@@ -424,7 +425,7 @@ def describe_keys(sections: tuple[str, ...] = tuple(SECTIONS)) -> str:
                 lines.extend(textwrap.wrap(doc.help, width=116, initial_indent=" " * 6, subsequent_indent=" " * 6))
     titles = {"dataset": "DataArguments, vit_scratch/config/schema.py",
               "model": "ViTScratchConfig, configuration_vit_scratch.py",
-              "training": "transformers.TrainingArguments; this project's defaults shown"}
+              "training": "transformers.TrainingArguments + ema_decay, ema_warmup; this project's defaults shown"}
     for section in sections:
         lines += ["", f"{section} ({titles[section]}):"]
         add(f"{section}.", section_docs()[section])
@@ -530,7 +531,8 @@ def _model_config(values: dict):
 
 def _training_arguments(kwargs: dict):
     import torch
-    from transformers import TrainingArguments
+
+    from vit_scratch.training.arguments import ViTScratchTrainingArguments
 
     # Without a GPU, a multi-process launch (`accelerate launch --multi_gpu --num_processes N`) trains data-parallel
     # on the CPU only if the Trainer is told so; otherwise each process would train alone on all the data.
@@ -543,7 +545,7 @@ def _training_arguments(kwargs: dict):
         raise ConfigError(f"training.deepspeed={kwargs['deepspeed']!r} is invalid: deepspeed is not installed "
                           "(`pip install deepspeed`, or remove training.deepspeed)")
     try:
-        return TrainingArguments(**kwargs)
+        return ViTScratchTrainingArguments(**kwargs)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"training: {err}") from None
 

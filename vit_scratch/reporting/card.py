@@ -16,7 +16,7 @@ TAGS = ["image-classification", "vision-transformer", "vit_scratch", "custom_cod
 # hyperparameters a reader compares runs by. The other ~150 fields are transformers' defaults and would bury them.
 RECIPE_KEYS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "optim",
-               "max_grad_norm", "label_smoothing_factor", "bf16", "fp16", "seed"]
+               "max_grad_norm", "label_smoothing_factor", "ema_decay", "bf16", "fp16", "seed"]
 PLACEHOLDER = "path/to/output_dir"  # the usage snippet's model when the card knows no Hub id
 HELD_OUT_SPLIT = "train (held-out validation)"  # the card's split name for dataset.validation_size's hold-out
 
@@ -73,6 +73,10 @@ def write_model_card(path: PathLike, *, model_name: str, results: dict, config: 
     rows = "\n".join(f"| {label} | {value} |" for label, value in _results_rows(results, hardware))
     best = config.get("training", {}).get("load_best_model_at_end")
     final = "the best checkpoint (`load_best_model_at_end`)" if best else "the model at the last step"
+    ema = config.get("training", {}).get("ema_decay")
+    if ema is not None:
+        final += (f"; its weights are the exponential moving average of the training weights (`ema_decay={ema}`"
+                  f"{', warmed up' if config['training'].get('ema_warmup') else ''}), which every evaluation used")
     figures = [f"![training curves]({curves_png})\n\nTraining loss and validation accuracy against the optimizer "
                f"step; the star is the final model, {final}, evaluated again after training."]
     if confusion_png:

@@ -29,6 +29,9 @@ MANIFEST_FILE = "manifest.json"  # each file's size and crc32c, written last: a 
 # A checkpoint's manifest must list these (the weights, the trainer state, the optimizer and scheduler); resuming
 # without any of them would be silently inexact (transformers then starts a fresh optimizer/schedule, unseeded RNGs).
 RESUME_FILES = ("model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt")
+# With training.ema_decay a checkpoint's model.safetensors holds the average; the weights training goes on from are in
+# this file, written before the others.
+TRAINING_WEIGHTS_NAME = "training_weights.safetensors"
 
 
 def file_crc32c(path: Path) -> str:
@@ -224,5 +227,10 @@ def check_output_dir(experiment, resume: bool) -> Path | None:
     if not same_model:
         raise ConfigError(f"--resume: {checkpoint} was trained with another model section; "
                           f"see {saved} for the one it was trained with")
+    with_ema = (checkpoint / TRAINING_WEIGHTS_NAME).is_file()
+    if with_ema != (experiment.training.ema_decay is not None):
+        raise ConfigError(f"--resume: {checkpoint} was saved {'with' if with_ema else 'without'} an average of the "
+                          f"weights, but training.ema_decay={experiment.training.ema_decay!r}; resume with the "
+                          f"setting it was trained with (see {saved})")
     logger.info("--resume: continuing from %s", checkpoint)
     return checkpoint

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
@@ -25,7 +26,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import NonFiniteLossError, Preempted
 from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, worker_context
-from vit_scratch.training.checkpoints import MANIFEST_FILE, ManifestWriter, latest_complete_checkpoint, write_manifest
+from vit_scratch.training.checkpoints import (
+    MANIFEST_FILE,
+    TRAINING_WEIGHTS_NAME,
+    ManifestWriter,
+    latest_complete_checkpoint,
+    write_manifest,
+)
+from vit_scratch.training.ema import WeightEMA
 from vit_scratch.training.writes import failed_writes_end_the_run
 
 logger = logging.getLogger("vit_scratch")
@@ -53,6 +61,20 @@ class NonFiniteLossCallback(TrainerCallback):
         # save_strategy/eval_strategy "epoch" set should_save/should_evaluate here, not at the step's end.
         if control.should_log or control.should_save or control.should_evaluate:
             self.trainer.raise_if_nonfinite()
+
+
+class EMACallback(TrainerCallback):
+    """`training.ema_decay`: starts the average when training starts (from the checkpoint when resuming) and updates
+    it after every optimizer step, on the device."""
+
+    def __init__(self, trainer: "ViTScratchTrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.start_ema()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.ema.update(state.global_step + 1)  # the Trainer counts this step only after the callback
 
 
 def _distributed() -> bool:
@@ -170,6 +192,10 @@ class ViTScratchTrainer(Trainer):
         self.add_callback(NonFiniteLossCallback(self))
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption)
+        self.ema: WeightEMA | None = None  # during train() with training.ema_decay; then the model holds the average
+        self._resume_from: str | None = None
+        if getattr(self.args, "ema_decay", None) is not None:
+            self.add_callback(EMACallback(self))
         self._progress = None
         if any(type(c) is ProgressCallback for c in self.callback_handler.callbacks):  # not in notebooks, or no tqdm
             self.remove_callback(ProgressCallback)
@@ -186,10 +212,11 @@ class ViTScratchTrainer(Trainer):
         if self._progress:
             self._progress.label = label
 
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | None = None, *args, **kwargs):
+        self._resume_from = resume_from_checkpoint
         with self.preemption.handling_sigterm():
             try:
-                result = super().train(*args, **kwargs)
+                result = super().train(resume_from_checkpoint, *args, **kwargs)
             except BaseException:
                 if self._manifest is not None:  # the checkpoint it completes is the one to resume from
                     self._manifest.thread.join()
@@ -199,13 +226,30 @@ class ViTScratchTrainer(Trainer):
         if step is not None:  # no final model, card or push: the run is not finished
             checkpoint = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
             raise Preempted(f"SIGTERM: saved {checkpoint} at step {step} and stopped; continue with --resume")
+        if self.ema is not None:
+            # From here on the model is the average: the best checkpoint's (load_best_model_at_end loaded its
+            # model.safetensors, which holds the average), else the last step's.
+            if not (self.args.load_best_model_at_end and self.state.best_model_checkpoint):
+                self.ema.copy_to_model()
+            self.ema = None
         return result
+
+    def start_ema(self) -> None:
+        """A fresh average of the model's weights; resuming, the checkpoint's: the Trainer has loaded its
+        model.safetensors (the average) into the model, and the weights training goes on from are beside it."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        self.ema = WeightEMA(model, self.args.ema_decay, self.args.ema_warmup)
+        if self._resume_from is not None:
+            weights = load_file(Path(self._resume_from) / TRAINING_WEIGHTS_NAME, device=str(self.args.device))
+            with torch.no_grad():
+                torch._foreach_copy_(self.ema.live, [weights[name] for name in self.ema.names])
 
     def predict(self, test_dataset, *args, **kwargs):
         return super().predict(self._on_device(test_dataset), *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, *args, **kwargs):
-        return super().evaluate(self._on_device(eval_dataset), *args, **kwargs)
+        with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():  # during training
+            return super().evaluate(self._on_device(eval_dataset), *args, **kwargs)
 
     def _on_device(self, dataset):
         """A DeviceImageDataset moves to the training device (once; a no-op after); other datasets pass through."""
@@ -305,7 +349,18 @@ class ViTScratchTrainer(Trainer):
         self.finish_manifest()  # the previous checkpoint's, before this save's rotation may remove its folder
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         with failed_writes_end_the_run(self.args.output_dir, into=folder):
-            super()._save_checkpoint(model, trial)
+            if self.ema is None:
+                super()._save_checkpoint(model, trial)
+            else:
+                # With EMA, a checkpoint's model.safetensors is the average (what its evaluation measured, what
+                # load_best_model_at_end and a push take); the weights training goes on from are saved first, beside
+                # it.
+                with self.ema.swapped_in() as own_weights:
+                    if self.args.should_save:
+                        folder.mkdir(parents=True, exist_ok=True)
+                        save_file({name: t.contiguous() for name, t in own_weights.items()},
+                                  str(folder / TRAINING_WEIGHTS_NAME), metadata={"format": "pt"})
+                    super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every process's RNG state is written
         # The manifest comes last, over every file then in the folder, so that a file added above is covered and a
         # checkpoint without one is incomplete. Its checksums run beside the next steps (finish_manifest waits).
