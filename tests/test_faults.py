@@ -382,13 +382,17 @@ def test_checkpoint_problem_names_each_kind_of_damage_to_each_file(every_step_ru
         assert get_last_checkpoint(str(root)) == str(root / "checkpoint-4")
 
 
-def test_manifest_covers_every_file_of_every_checkpoint(every_step_run):
-    """Written last, over the whole folder: a file the checkpoint gains in _save_checkpoint is covered too."""
-    for step in checkpoints(every_step_run):
-        folder = every_step_run / f"checkpoint-{step}"
+@pytest.mark.parametrize("reference", ["every_step_run", "ema_run"])
+def test_manifest_covers_every_file_of_every_checkpoint(reference, request):
+    """Written last, over the whole folder: a file the checkpoint gains in _save_checkpoint is covered too (with EMA,
+    training_weights.safetensors)."""
+    run_dir = request.getfixturevalue(reference)
+    for step in checkpoints(run_dir):
+        folder = run_dir / f"checkpoint-{step}"
         listed = json.loads((folder / "manifest.json").read_text())["files"]
         assert sorted(listed) == sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")
-        assert set(CHECKPOINT_FILES) <= set(listed)
+        assert set(CHECKPOINT_FILES) | ({"training_weights.safetensors"} if reference == "ema_run" else set()) \
+            <= set(listed)
 
 
 def test_resume_skips_every_damaged_checkpoint_and_still_ends_exact(every_step_run, tmp_path, cifar10_path):
