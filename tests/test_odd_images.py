@@ -88,23 +88,39 @@ def test_each_odd_image_becomes_what_the_readme_says_held_and_streamed(odd_folde
         assert np.abs(image.reshape(-1, 3) - np.array(expected)).max() <= 2, name
 
 
+def _truncated_jpeg(path):
+    _uniform("RGB", (1, 2, 3), (64, 64)).save(path.with_suffix(".tmp.jpg"))
+    data = path.with_suffix(".tmp.jpg").read_bytes()
+    path.with_suffix(".tmp.jpg").unlink()
+    path.write_bytes(data[: len(data) // 2])
+
+
+UNREADABLE = {"random bytes": ("b.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50),
+                               "UnidentifiedImageError"),
+              "empty file": ("b.png", lambda p: p.write_bytes(b""), "UnidentifiedImageError"),
+              "truncated JPEG": ("b.jpg", _truncated_jpeg, "OSError: Truncated File Read")}
+
+
 @pytest.mark.parametrize("storage", ["decode", "lazy"])
-def test_an_unreadable_image_in_a_folder_is_named_by_its_path(tmp_path, storage):
-    """Before: "split 'train', row 1" (which file is row 1 of a folder?)."""
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_an_unreadable_image_in_a_folder_is_named_by_its_path(tmp_path, storage, kind):
+    """Held (decode) or streamed (lazy): one line naming the file. Before: "split 'train', row 1" (which file is row 1
+    of a folder?)."""
     from vit_scratch.data import open_image_data
 
     root = tmp_path / "images"
     for name in ("cat", "dog"):  # two classes: one would be no label column
         (root / name).mkdir(parents=True)
         _uniform("RGB", (1, 2, 3)).save(root / name / "a.png")
-    (root / "cat" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    file, write, cause = UNREADABLE[kind]
+    write(root / "cat" / file)
     source = open_image_data(_args(root, cache_dir=str(tmp_path / "cache")), SIZE, 3)
     with pytest.raises(DataError) as error:
         images = getattr(source, storage)().train.images
         images[np.arange(len(images))]
     message = str(error.value)
-    assert f"split 'train', file {root / 'cat' / 'b.png'}: cannot decode column 'image': UnidentifiedImageError" \
-        in message and "\n" not in message, message
+    assert f"split 'train', file {root / 'cat' / file}: cannot decode column 'image': {cause}" in message \
+        and "\n" not in message, message
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_in_one_line(tmp_path):
