@@ -95,9 +95,9 @@ def _truncated_jpeg(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-UNREADABLE = {"random bytes": ("b.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50),
-                               "UnidentifiedImageError"),
-              "empty file": ("b.png", lambda p: p.write_bytes(b""), "UnidentifiedImageError"),
+NOT_AN_IMAGE = "UnidentifiedImageError: not an image file Pillow can read"
+UNREADABLE = {"random bytes": ("b.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50), NOT_AN_IMAGE),
+              "empty file": ("b.png", lambda p: p.write_bytes(b""), NOT_AN_IMAGE),
               "truncated JPEG": ("b.jpg", _truncated_jpeg, "OSError: Truncated File Read")}
 
 

@@ -412,8 +412,9 @@ def _decode_batch(batch: dict[str, list], indices: list[int], column: str, where
         except Exception as error:
             # the file where the source has one (an image folder; a Hub image's original name), else the row
             place = f"file {value['path']}" if value.get("path") else f"row {index if rows is None else rows[index]}"
+            detail = "not an image file Pillow can read" if isinstance(error, PIL.UnidentifiedImageError) else error
             cause = f"refused: {error}" if isinstance(error, ImageRefused) else \
-                f"cannot decode column {column!r}: {type(error).__name__}: {error}"
+                f"cannot decode column {column!r}: {type(error).__name__}: {detail}"
             raise DataError(f"{where}, {place}: {cause}") from error
     return {"pixels": out}
 
