@@ -41,6 +41,7 @@ RAISED_BEFORE = [
     ("dataset.augmentation.mixup_alpha", math.inf, "NaN and inf are not numbers a run can use"),
     ("dataset.augmentation.cutmix_alpha", math.inf, "NaN and inf are not numbers a run can use"),
     ("training.seed", -1, "must be an integer in 0..4,294,967,295"),  # numpy's seed: ValueError at set_seed
+    ("dataset.augmentation.randaugment_num_ops", 2**40, "must be an integer within +-2,147,483,647"),
     ("dataset.name", "a\x00b", "a NUL byte cannot be part of a name or path"),
 ]
 
@@ -89,7 +90,7 @@ VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 1200)), derandomize=True, deadline=None,
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 2000)), derandomize=True, deadline=None,
           database=None, suppress_health_check=list(HealthCheck))
 @given(key=st.sampled_from(KEYS), value=VALUES)
 def test_any_value_of_any_key_is_accepted_or_refused_in_one_line(scratch, key, value):

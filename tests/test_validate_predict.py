@@ -451,7 +451,7 @@ def test_another_models_code_runs_only_when_trusted(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------- the manifest
 
 MODEL_FILES = {"model.safetensors", "config.json", "preprocessor_config.json", "configuration_vit_scratch.py",
-               "modeling_vit_scratch.py", "training_args.bin"}
+               "modeling_vit_scratch.py"}
 
 
 def test_the_final_model_carries_a_manifest_of_what_loading_needs(trained_model, tmp_path, image_folder, capsys):

@@ -168,8 +168,9 @@ RANGES = {
 }
 
 NULL_REFUSED = {"training.report_to"}  # the annotation allows null, transformers then fails on it
-# Integers beyond a C int overflow inside transformers and torch (ddp_timeout, ...); keys in RANGES set their own.
+# Integers beyond a C int overflow inside transformers and torch (ddp_timeout, ...); the seeds' range is numpy's.
 INT_LIMIT = 2**31 - 1
+SEEDS = ("training.seed", "training.data_seed")
 
 # Keys refused in a config file, with the reason.
 FORBIDDEN_KEYS = {
@@ -333,11 +334,11 @@ def _check_value(key: str, value, annotation) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(annotation)}")
     _check(_finite(value), key, value, "NaN and inf are not numbers a run can use (anywhere in the value)")
     _check(not _holds_nul(value), key, value, "a NUL byte cannot be part of a name or path")
-    if isinstance(value, int) and not isinstance(value, bool) and key not in RANGES:
-        _check(abs(value) <= INT_LIMIT, key, value, f"must be an integer within +-{INT_LIMIT:,}")
     if key in RANGES and (value is not None or key in NULL_REFUSED):
         rule, allowed = RANGES[key]
         _check(rule(value), key, value, allowed)
+    if isinstance(value, int) and not isinstance(value, bool) and key not in SEEDS:
+        _check(abs(value) <= INT_LIMIT, key, value, f"must be an integer within +-{INT_LIMIT:,}")
 
 
 def _finite(value) -> bool:
@@ -359,8 +360,6 @@ def _holds_nul(value) -> bool:
     if isinstance(value, dict):
         return any(map(_holds_nul, [*value.keys(), *value.values()]))
     return False
-
-
 
 
 def _validate_fields(obj, prefix: str) -> None:

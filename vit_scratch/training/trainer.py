@@ -21,6 +21,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from vit_scratch.augment import BatchAugment
@@ -385,12 +386,12 @@ class ViTScratchTrainer(Trainer):
             with failed_writes_end_the_run(self.args.output_dir, into=staging, shown_in=target):
                 super()._save(str(staging), state_dict)
                 saved = sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors"))
-                files = [path.name for path in saved if path.is_file()]
+                files = [path.name for path in saved if path.is_file() and path.name != TRAINING_ARGS_NAME]
                 (target / MANIFEST_FILE).unlink(missing_ok=True)  # the old model's, if any, no longer applies
                 for path in saved:
                     os.replace(path, target / path.name)  # the weights (and a sharded index) last
-                # What loading the model needs (weights, config, code, image processor); files added to the folder
-                # later (card, results, an export) are not in it.
+                # What loading the model needs (weights, config, code, image processor); training_args.bin (not
+                # read to load) and files added to the folder later (card, results, an export) are not in it.
                 write_manifest(target, files=files)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
