@@ -3,7 +3,7 @@ same arithmetic, with a model so small (1 layer, width 32) that its compute is n
 surrounds the model: on a GPU that is what starves it.
 
     python bench/overhead.py [--config configs/cifar10_cpu.json] [--batch-sizes 64 512] [--steps 40] [--repeats 3]
-                             [--augment] [--profile] [--json out.json]
+                             [--augment] [--ema-decay 0.999] [--profile] [--json out.json]
 
 Both paths use the config's training settings (optimizer, clipping, schedule, label smoothing, logging) and its
 augmentation when --augment is given (else crop/flip off, as the issue's measurement). They alternate step by step
@@ -58,14 +58,19 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--augment", action="store_true", help="keep the config's augmentation (default: off)")
+    parser.add_argument("--ema-decay", type=float, help="training.ema_decay for the Trainer path (the bare loop keeps "
+                        "none: the ratio's change is the average's cost)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     config = tiny_config(args.config, args.augment)
+    if args.ema_decay is not None:
+        config["training"]["ema_decay"] = args.ema_decay
     args.device = "cpu"  # a CPU benchmark: on a GPU, bench/gpu_report.py
     print(f"device={args.device} threads={torch.get_num_threads()} model=1 x 32 config={args.config} "
-          f"augmentation={'as configured' if args.augment else 'off'} steps={args.steps} repeats={args.repeats}")
+          f"augmentation={'as configured' if args.augment else 'off'} ema_decay={args.ema_decay} steps={args.steps} "
+          f"repeats={args.repeats}")
     print(f"{'batch':>6} {'bare ms/step':>13} {'Trainer ms/step':>16} {'Trainer - bare':>15} {'ratio':>7}")
     rows = []
     for batch in args.batch_sizes:

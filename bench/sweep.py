@@ -3,7 +3,9 @@
     python bench/sweep.py bench/sweeps/fast_candidates.json --dataset ../shared/datasets/cifar10 --out-dir sweep_out
     python bench/sweep.py bench/sweeps/fast_candidates.json --dataset ... --tiny     # the same variants, tiny, on CPU
 
-A sweep file names a base config, a default budget and the variants (see bench/sweeps/):
+A sweep file names a base config, a default budget and the variants (see bench/sweeps/). A variant with
+`"best_of": [earlier names]` starts from the `set` of whichever of them reached the highest validation accuracy
+("the better of those, with EMA"):
 
     {"config": "configs/cifar10_fast.json", "budget_minutes": 1.4, "set": {"training.eval_strategy": "epoch"},
      "variants": [{"name": "as committed", "set": {"training.num_train_epochs": 40}},
@@ -49,7 +51,7 @@ from vit_scratch.data import ImageSplit, load_image_data  # noqa: E402
 from vit_scratch.training.run import CLEAN_TRAIN_IMAGES, planned_steps  # noqa: E402
 
 PATHS = ("trainer", "bare")
-VARIANT_KEYS = {"name", "set", "path", "budget_minutes"}
+VARIANT_KEYS = {"name", "set", "path", "budget_minutes", "best_of"}
 SWEEP_KEYS = {"description", "config", "budget_minutes", "reserve_seconds", "set", "variants"}
 # --tiny: what every variant becomes (its other keys stay); 48 wide divides by 1, 2, 3, 4, 6, 8, 12 and 16 heads.
 TINY = {"model.hidden_size": 48, "model.intermediate_size": 48, "model.num_hidden_layers": 1,
@@ -72,11 +74,27 @@ def read_sweep(path: str) -> dict:
                      for k in set(variant) - VARIANT_KEYS]
         if variant.get("path", "trainer") not in PATHS:
             problems.append(f"variant {variant.get('name')!r}: path must be one of {PATHS}")
+        earlier = names[:names.index(variant.get("name"))] if variant.get("name") in names else []
+        if any(name not in earlier for name in variant.get("best_of", [])):
+            problems.append(f"variant {variant.get('name')!r}: best_of must name earlier variants, got "
+                            f"{variant['best_of']}")
         if "budget_minutes" not in variant and "budget_minutes" not in sweep:
             problems.append(f"variant {variant.get('name')!r}: no budget_minutes (give one here or for the sweep)")
     if problems:
         raise SystemExit(f"error: {path}: " + "; ".join(problems))
     return sweep
+
+
+def resolve_best_of(variant: dict, rows: list[dict]) -> dict:
+    """A variant with `best_of: [names]` starts from the `set` of whichever of those earlier variants reached the
+    highest validation accuracy (never test: the test split chooses nothing), then applies its own `set`."""
+    if not variant.get("best_of"):
+        return variant
+    done = [r for r in rows if r["name"] in variant["best_of"] and r.get("eval_accuracy") is not None]
+    if not done:
+        raise RuntimeError(f"best_of {variant['best_of']}: none of them finished with a validation accuracy")
+    best = max(done, key=lambda r: r["eval_accuracy"])
+    return {**variant, "set": {**best["set"], **variant.get("set", {})}, "base": best["name"]}
 
 
 def variant_config(sweep: dict, variant: dict, dataset: str | None, out_dir: str, tiny: bool) -> dict:
@@ -167,8 +185,10 @@ def main(argv: list[str] | None = None, start: float | None = None) -> int:
         budget = 60 * variant.get("budget_minutes", sweep.get("budget_minutes"))
         row = {"name": variant["name"], "path": variant.get("path", "trainer"), "set": variant.get("set", {}),
                "budget_seconds": budget}
-        print(f"\n=== {variant['name']} ({row['path']}, budget {budget:.0f} s): {row['set']}", flush=True)
         try:
+            variant = resolve_best_of(variant, report["variants"])
+            row.update(set=variant.get("set", {}), **({"base": variant["base"]} if "base" in variant else {}))
+            print(f"\n=== {variant['name']} ({row['path']}, budget {budget:.0f} s): {row['set']}", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 config = variant_config(sweep, variant, args.dataset, tmp, args.tiny)
                 run = run_once if row["path"] == "trainer" else run_bare

@@ -3,7 +3,8 @@
 `install(monkeypatch, root)` patches `huggingface_hub.HfApi` itself (not one instance, not `create_commit`), so every
 path that reaches the Hub through an `HfApi` - transformers' shared `hf_api()` included - lands here:
 
-- `create_repo` / `whoami` answer offline, as the Hub would for a logged-in user;
+- `create_repo` / `whoami` answer offline, as the Hub would for a logged-in user (`created` records each call's
+  repo_type and space_sdk);
 - `upload_folder` applies the same filters as the real one (`allow_patterns`, `ignore_patterns` plus
   huggingface_hub's `DEFAULT_IGNORE_PATTERNS`), copies the files as they are AT THE CALL into
   `root/uploads/NNN/` (one snapshot per commit) and into `root/repo/` (the repo's current state: later commits
@@ -34,6 +35,7 @@ class Upload:
     run_as_future: bool
     snapshot: Path  # a copy of exactly what was uploaded, relative to path_in_repo
     files: list[str]
+    repo_type: str | None = None  # None: a model repo
 
 
 class LocalHub:
@@ -49,7 +51,8 @@ class LocalHub:
         hub = self
 
         def create_repo(api, repo_id, *, token=None, private=None, repo_type=None, exist_ok=False, **kwargs):
-            hub.created.append({"repo_id": repo_id, "token": token, "private": private, "exist_ok": exist_ok})
+            hub.created.append({"repo_id": repo_id, "token": token, "private": private, "exist_ok": exist_ok,
+                                "repo_type": repo_type, "space_sdk": kwargs.get("space_sdk")})
             if "/" not in repo_id:
                 repo_id = f"{USER}/{repo_id}"
             return RepoUrl(f"https://huggingface.co/{repo_id}", endpoint="https://huggingface.co")
@@ -59,9 +62,9 @@ class LocalHub:
 
         def upload_folder(api, *, repo_id, folder_path, path_in_repo=None, commit_message=None, token=None,
                           allow_patterns=None, ignore_patterns=None, delete_patterns=None, run_as_future=False,
-                          **kwargs):
+                          repo_type=None, **kwargs):
             return hub._upload_folder(repo_id, Path(folder_path), path_in_repo or "", commit_message, token,
-                                      allow_patterns, ignore_patterns, run_as_future)
+                                      allow_patterns, ignore_patterns, run_as_future, repo_type)
 
         def offline(name):
             def refuse(api, *args, **kwargs):
@@ -74,7 +77,7 @@ class LocalHub:
                    if hasattr(HfApi, name)}}
 
     def _upload_folder(self, repo_id, folder, path_in_repo, commit_message, token, allow_patterns, ignore_patterns,
-                       run_as_future):
+                       run_as_future, repo_type=None):
         if isinstance(ignore_patterns, str):
             ignore_patterns = [ignore_patterns]
         ignore_patterns = list(ignore_patterns or []) + DEFAULT_IGNORE_PATTERNS
@@ -87,7 +90,7 @@ class LocalHub:
                 shutil.copyfile(folder / name, target)
         snapshot.mkdir(parents=True, exist_ok=True)
         self.uploads.append(Upload(repo_id, path_in_repo, commit_message, token, bool(run_as_future), snapshot,
-                                   files))
+                                   files, repo_type))
         info = CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{len(self.uploads):040x}",
                           commit_message=commit_message or "", commit_description="", oid=f"{len(self.uploads):040x}")
         if not run_as_future:

@@ -78,3 +78,16 @@ def test_ema_keys_build_the_training_arguments(tmp_path):
                                           "ema_warmup": True}}).training
     assert type(args).__name__ == "ViTScratchTrainingArguments" and (args.ema_decay, args.ema_warmup) == (0.999, True)
     assert build_experiment({"training": {"output_dir": str(tmp_path)}}).training.ema_decay is None
+
+
+@pytest.mark.parametrize("ema", [None, 0.999])
+def test_the_card_says_when_the_weights_are_the_average(ema, tmp_path):
+    from vit_scratch.reporting.card import write_model_card
+
+    training = {"load_best_model_at_end": True, **({"ema_decay": ema, "ema_warmup": True} if ema else {})}
+    write_model_card(tmp_path / "README.md", model_name="m", results={"test_accuracy": 0.5}, config={
+        "training": training}, dataset_name="uoft-cs/cifar10", class_names=["a", "b"], repo_id=None,
+        curves_png="training_curves.png")
+    text = (tmp_path / "README.md").read_text()
+    said = "its weights are the exponential moving average of the training weights (`ema_decay=0.999`, warmed up)"
+    assert (said in text) == (ema is not None)

@@ -92,6 +92,7 @@ def test_output_attentions_under_sdpa_falls_back_to_eager(caplog):
     sdpa, eager = tiny_model(attn_implementation="sdpa").eval(), tiny_model(attn_implementation="eager").eval()
     perturb_(sdpa)
     eager.load_state_dict(sdpa.state_dict())
+    hf_logging.warning_once.cache_clear()  # "once per process": an earlier test in this process may have said it
     hf_logging.enable_propagation()
     try:
         with caplog.at_level("WARNING"):

@@ -99,3 +99,42 @@ def test_gpu_report_runs_on_cpu(tmp_path):
     assert summary["sync_free"] is True and data["rows"][2]["sync_free_steps"] >= 1
     assert 0 < summary["trainer_over_model"] and summary["outside_model_share"] < 1
     assert data["gflop_per_image"] > 0 and (data["peak_tflops"] is None) == (DEVICE == "cpu")
+
+
+def test_randomness_check_passes_at_tiny_size(tmp_path):
+    """bench/gpu_checks.py: two steps fed the same batch draw different flips, crops, policy ops, erasing, mixing and
+    drop-path masks (the GPU runs it compiled, under CUDA graphs; here eager on the CPU)."""
+    import gpu_checks
+
+    out = tmp_path / "checks.json"
+    assert gpu_checks.main(["--config", str(REPO / "configs" / "cifar10_fast.json"), "--tiny", "--no-compile",
+                            "--json", str(out)]) == 0
+    checks = json.loads(out.read_text())["checks"]
+    assert set(checks) == {"flip", "crop", "policy", "erasing", "mixing", "whole", "drop path"}
+    assert all(row["ok"] for row in checks.values()), checks
+    assert 0.3 < checks["flip"]["same_decision_share"] < 0.7 and checks["crop"]["same_offset_share"] < 0.1
+    assert checks["policy"]["name"] == "randaugment" and checks["policy"]["differs_share"] > 0.8
+    assert checks["mixing"]["distinct_draws_in_8_steps"] >= 3 and checks["whole"]["differs_share"] == 1.0
+    assert checks["drop path"]["eval_equal"] and checks["drop path"]["train_differs_share"] > 0.05
+
+
+def test_randomness_check_fails_when_a_step_repeats_its_draws(monkeypatch):
+    """Negative control: the defect it looks for, made on purpose (every draw of the second step replays the first's
+    random numbers), must fail every augmentation check."""
+    import gpu_checks
+
+    state = {}
+    draw = gpu_checks.components
+
+    def replaying(augment):
+        inner = draw(augment)
+
+        def repeat(images, labels):
+            if "rng" not in state:
+                state["rng"] = torch.get_rng_state()
+            torch.set_rng_state(state["rng"])
+            return inner(images, labels)
+        return repeat
+
+    monkeypatch.setattr(gpu_checks, "components", replaying)
+    assert gpu_checks.main(["--config", str(REPO / "configs" / "cifar10_fast.json"), "--tiny", "--no-compile"]) == 1

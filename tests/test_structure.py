@@ -182,7 +182,7 @@ def test_the_light_folders_import_nothing_heavy():
         result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(), capture_output=True,
                                 text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.strip() == "[]", (module, result.stdout, result.stderr[-2000:])
-    for script in ("train.py", "validate.py", "predict.py"):
+    for script in ("train.py", "validate.py", "predict.py", "export.py", "demo.py"):
         assert imports_of(REPO / script) <= {f"vit_scratch.cli.{script[:-3]}"}, script  # no script imports another
 
 

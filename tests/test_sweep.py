@@ -113,3 +113,47 @@ def test_readme_results_table_is_what_time_to_accuracy_writes():
 
     rows = json.loads(time_to_accuracy.RESULTS.read_text())
     assert time_to_accuracy.readme_table(rows) in (REPO / "README.md").read_text()
+
+
+def test_best_of_starts_from_the_earlier_variant_with_the_best_validation_accuracy():
+    import sweep as sweep_module
+
+    rows = [{"name": "a", "set": {"training.learning_rate": 0.001, "model.hidden_size": 64}, "eval_accuracy": 0.5},
+            {"name": "b", "set": {"training.learning_rate": 0.002}, "eval_accuracy": 0.6, "test_accuracy": 0.1},
+            {"name": "c", "set": {}, "error": "RuntimeError: boom"}]
+    variant = {"name": "best + EMA", "best_of": ["a", "b", "c"], "set": {"training.ema_decay": 0.999}}
+    resolved = sweep_module.resolve_best_of(variant, rows)
+    assert resolved["base"] == "b"
+    assert resolved["set"] == {"training.learning_rate": 0.002, "training.ema_decay": 0.999}
+    with pytest.raises(RuntimeError, match="none of them finished"):
+        sweep_module.resolve_best_of({"name": "x", "best_of": ["c"]}, rows)
+
+
+def test_winner_writes_the_best_variant_with_epochs_sized_to_the_budget(tmp_path, monkeypatch):
+    """bench/winner.py on a sweep.json as a device would return it: the highest validation accuracy wins (not the
+    highest test accuracy), and its epochs fill the budget left after start-up and final evaluations."""
+    import winner
+
+    monkeypatch.chdir(REPO)
+    sweep_file = REPO / "bench" / "sweeps" / "gpu_visit.json"
+    names = [v["name"] for v in json.loads(sweep_file.read_text())["variants"]]
+    # First variant: imports/decode/compile 40 s, then 1.0 s per epoch; second (the winner): compile 20 s, 0.8 s/epoch.
+    rows = [{"name": names[0], "path": "trainer", "set": {"training.learning_rate": 0.001}, "eval_accuracy": 0.80,
+             "test_accuracy": 0.85, "wall_seconds": 95.0, "curve": [[41.0 + i, 97 * (i + 1), 0.5] for i in range(50)]},
+            {"name": names[1], "path": "trainer", "set": {"training.learning_rate": 0.002, "model.hidden_size": 256,
+                                                          "model.intermediate_size": 512,
+                                                          "model.num_attention_heads": 4},
+             "eval_accuracy": 0.82, "test_accuracy": 0.81, "wall_seconds": 70.0,
+             "curve": [[20.8 + 0.8 * i, 97 * (i + 1), 0.5] for i in range(50)]},
+            {"name": names[2], "path": "trainer", "error": "RuntimeError: boom", "set": {}}]
+    report = {"sweep": str(sweep_file.relative_to(REPO)), "hardware": "NVIDIA H200", "variants": rows}
+    (tmp_path / "sweep.json").write_text(json.dumps(report))
+    out = tmp_path / "cifar10_fast.json"
+    assert winner.main([str(tmp_path / "sweep.json"), "--budget-minutes", "5", "--into", str(out)]) == 0
+    config = json.loads(out.read_text())
+    # start-up 40 s + the winner's compilation 20 s, tail 70 - 60 = 10 s: 0.95 * (300 - 15 - 60 - 10) / 0.8
+    assert config["training"]["num_train_epochs"] == 255
+    assert config["training"]["learning_rate"] == 0.002 and config["model"]["hidden_size"] == 256
+    assert config["dataset"]["augmentation"]["policy"] == "autoaugment"  # the sweep's own set
+    assert config["training"]["logging_steps"] == 50  # the sweep's bookkeeping stays out of the recipe
+    assert config["training"]["bf16"] is True and config["training"]["torch_compile_mode"] == "reduce-overhead"

@@ -385,7 +385,8 @@ def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_pa
     remote = hub.repo
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "configuration_vit_scratch.py",
                  "modeling_vit_scratch.py", "README.md", "training_curves.png", "confusion_matrix.png",
-                 "augmentation_preview.png", "all_results.json", "experiment.json"):
+                 "augmentation_preview.png", "all_results.json", "experiment.json", "examples/00_airplane.png",
+                 "examples/09_truck.png"):
         assert (remote / name).is_file(), name
         assert (remote / name).read_bytes() == (out / name).read_bytes(), f"{name}: the remote copy is stale"
     card = (remote / "README.md").read_text()

@@ -4,6 +4,7 @@ through `atomic_path` (standard library only)."""
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,21 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """A hidden folder beside `path` to fill, which replaces `path` (a folder, removed first if it exists) only if the
+    block succeeds: a reader never sees a half-filled folder, and a failure leaves the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700
+        if path.is_dir():
+            shutil.rmtree(path)
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _jsonable(value):

@@ -11,7 +11,6 @@ import io
 import os
 import pickle
 import tarfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,8 +26,8 @@ import torch
 
 from vit_scratch.cli.errors import ConfigError, DataError
 from vit_scratch.config.schema import DataArguments
+from vit_scratch.image_files import IMAGE_EXTENSIONS, ImageRefused, open_image_bytes, to_mode
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
@@ -349,40 +348,6 @@ def _column(data: datasets.Dataset, given: str | None, defaults: tuple[str, ...]
 
 
 # ---------------------------------------------------------------- decoding
-
-
-MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning threshold (a 9,459 px square, 268 MB as RGB): refused above
-
-
-class ImageRefused(ValueError):
-    """An image this project will not decode (too many pixels: a decompression bomb, or simply too big)."""
-
-
-def open_image_bytes(source) -> PIL.Image.Image:
-    """`PIL.Image.open(source)` (a path or a file object), refusing an image of more than MAX_IMAGE_PIXELS pixels
-    from its header, before any pixel is decoded. Pillow alone only warns up to twice that."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-        try:
-            image = PIL.Image.open(source)
-        except PIL.Image.DecompressionBombError:
-            raise ImageRefused(f"more than {2 * PIL.Image.MAX_IMAGE_PIXELS:,} pixels, above the limit of "
-                               f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?)") from None
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        image.close()
-        raise ImageRefused(f"{image.width} x {image.height} = {image.width * image.height:,} pixels, above the "
-                           f"limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
-    return image
-
-
-def to_mode(image: PIL.Image.Image, num_channels: int) -> PIL.Image.Image:
-    """Any decoded image -> L or RGB. 16-bit grey keeps its top 8 bits (Pillow's own conversion clips it: nearly all
-    white); CMYK, palette and the rest take Pillow's conversion, which drops transparency (a transparent pixel
-    shows the colour stored under it, as `pipeline` shows it); an animated image is its first frame."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        grey = np.clip(np.asarray(image, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
-        image = PIL.Image.fromarray(grey)
-    return image.convert("L" if num_channels == 1 else "RGB")
 
 
 def _to_chw(image: PIL.Image.Image, image_size: int, num_channels: int) -> np.ndarray:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -24,7 +23,7 @@ import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto c
 from vit_scratch.atomic import atomic_path
 from vit_scratch.cli import args as cli_args
 from vit_scratch.cli.errors import ConfigError, DataError
-from vit_scratch.data import IMAGE_EXTENSIONS, ImageRefused, open_image_bytes, to_mode
+from vit_scratch.image_files import check_images, find_images, open_image
 from vit_scratch.training.checkpoints import load_complete_model, local_source_problem
 
 
@@ -114,50 +113,6 @@ def scores(logits: torch.Tensor, config) -> torch.Tensor:
     return logits.softmax(dim=-1)
 
 
-# ---------------------------------------------------------------- image files
-
-
-def find_images(inputs: Sequence[str]) -> list[Path]:
-    """Files as given, folders searched recursively for IMAGE_EXTENSIONS (sorted), duplicates dropped.
-
-    Raises DataError for a path that does not exist or a folder without images; a file given by name is taken
-    whatever its extension (`check_images` then says whether it is an image).
-    """
-    found = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            if not images:
-                raise DataError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder or below")
-            found += images
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{name}: no such file or folder")
-    return list(dict.fromkeys(found))
-
-
-def open_image(path: Path, num_channels: int = 3) -> PIL.Image.Image:
-    """A file as training decodes it (`data.to_mode`; as `pipeline` does but for 16-bit grey, which it clips):
-    decoded, EXIF orientation applied, RGB (L for one-channel models); more than MAX_IMAGE_PIXELS refused. Raises
-    DataError naming the file when it is not a readable image."""
-    try:
-        with open_image_bytes(path) as image:
-            image.load()  # decodes now: a truncated file fails here, not halfway through the predictions
-            return to_mode(PIL.ImageOps.exif_transpose(image), num_channels)
-    except ImageRefused as error:
-        raise DataError(f"{path}: refused: {error}") from None
-    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
-
-
-def check_images(paths: Sequence[Path]) -> None:
-    """Open every image once before anything is computed or written, so that one bad file stops the run clean."""
-    for path in paths:
-        open_image(path)
-
-
 # ---------------------------------------------------------------- attention rollout
 
 
@@ -180,9 +135,9 @@ def attention_rollout(attentions: Sequence[torch.Tensor], pooling: str = "cls") 
     return rows[:, 1:]
 
 
-def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: Path) -> None:
+def attention_overlay(image: PIL.Image.Image, weights: torch.Tensor) -> PIL.Image.Image:
     """The image and, beside it, the image under the patch weights (grid side x side, one per patch) as a heat map,
-    written as one PNG: the heat map alone hides what it points at.
+    in one RGB image: the heat map alone hides what it points at.
 
     The map is min-max scaled (brightest = the patch that matters most), upsampled bilinearly to the image (small
     images are first enlarged to at least 256 pixels, nearest, so that 32 x 32 ones can be seen), blended at 50%.
@@ -203,8 +158,13 @@ def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: 
     pair = PIL.Image.new("RGB", (2 * image.width + gap, image.height), "white")
     pair.paste(image, (0, 0))
     pair.paste(overlay, (image.width + gap, 0))
+    return pair
+
+
+def save_attention_overlay(image: PIL.Image.Image, weights: torch.Tensor, path: Path) -> None:
+    """`attention_overlay` written as one PNG (atomically)."""
     with atomic_path(path) as tmp:
-        pair.save(tmp, format="PNG")
+        attention_overlay(image, weights).save(tmp, format="PNG")
 
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
@@ -239,22 +199,34 @@ def check_class_names(dataset_names: list[str] | None, labels: torch.Tensor, id2
 
 
 def evaluate(source: str, data_args, split_name: str, *, batch_size: int, precision: str,
-             trust_remote_code: bool = False) -> tuple[dict, np.ndarray, list[str]]:
+             trust_remote_code: bool = False, onnx_file: str | None = None) -> tuple[dict, np.ndarray, list[str]]:
     """(metrics, confusion matrix, class names) of the saved model on one split, decoded exactly as for training
-    and normalised by its processor: accuracy, top-5, loss, per-class accuracy and counts."""
+    and normalised by its processor: accuracy, top-5, loss, per-class accuracy and counts. With `onnx_file`, that
+    ONNX file of the model (onnxruntime) computes the logits from the same inputs instead of the torch model."""
     from transformers import EvalPrediction
 
     from vit_scratch.data import load_split
     from vit_scratch.metrics import build_compute_metrics, confusion_matrix
 
-    model, processor = load_model(source, trust_remote_code=trust_remote_code)
-    config = model.config
-    split, dataset_names = load_split(data_args, split_name, config.image_size, config.num_channels)
-    names = check_class_names(dataset_names, split.labels, config.id2label,
+    if onnx_file is not None:
+        from vit_scratch.onnx_runtime import OnnxClassifier
+
+        onnx = OnnxClassifier(source, onnx_file)
+        image_size, num_channels, id2label = onnx.image_size, onnx.num_channels, onnx.id2label
+
+        def logits_of(images: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(onnx.logits(onnx.normalize(images.numpy())))
+    else:
+        model, processor = load_model(source, trust_remote_code=trust_remote_code)
+        image_size, num_channels, id2label = model.config.image_size, model.config.num_channels, model.config.id2label
+        device = next(model.parameters()).device
+
+        def logits_of(images: torch.Tensor) -> torch.Tensor:
+            return forward(model, normalize(images.to(device), processor), precision=precision)[0]
+    split, dataset_names = load_split(data_args, split_name, image_size, num_channels)
+    names = check_class_names(dataset_names, split.labels, id2label,
                               f"dataset {data_args.name!r}, split {split_name!r}")
-    device = next(model.parameters()).device
-    logits = torch.cat([forward(model, normalize(images.to(device), processor), precision=precision)[0]
-                        for images in batches(split.images, batch_size)])
+    logits = torch.cat([logits_of(images) for images in batches(split.images, batch_size)])
     labels = split.labels
     metrics = build_compute_metrics(top_k=5)(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
     matrix = confusion_matrix(logits.argmax(-1).numpy(), labels.numpy(), len(names))
@@ -280,14 +252,23 @@ def predict(source: str, inputs: Sequence[str], *, top_k: int, batch_size: int, 
     results = []
     for batch in batches(paths, batch_size):
         images = [open_image(path, config.num_channels) for path in batch]
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-        logits, attentions = forward(model, pixel_values, output_attentions=maps is not None)
-        top = scores(logits, config).topk(top_k, dim=-1)
-        for path, values, ids in zip(batch, top.values.tolist(), top.indices.tolist(), strict=True):
-            results.append({"path": str(path), "predictions": [{"label": config.id2label[i], "score": v}
-                                                               for v, i in zip(values, ids, strict=True)]})
-        if attentions is not None:
-            weights = attention_rollout(attentions, getattr(config, "pooling", "cls"))
+        predictions, weights = classify(model, processor, images, top_k=top_k, rollout=maps is not None)
+        results += [{"path": str(path), "predictions": p} for path, p in zip(batch, predictions, strict=True)]
+        if weights is not None:
             for image, weight in zip(images, weights, strict=True):
                 save_attention_overlay(image, weight, maps / next(names))
     return results
+
+
+def classify(model, processor, images: Sequence[PIL.Image.Image], *, top_k: int,
+             rollout: bool = False) -> tuple[list[list[dict]], torch.Tensor | None]:
+    """Opened images (`open_image`) -> per image its top-k [{"label", "score"}] as the image-classification pipeline
+    scores them and, with `rollout`, the attention rollout (B, patches). predict.py and the demo page both call this."""
+    config = model.config
+    pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"]
+    logits, attentions = forward(model, pixel_values, output_attentions=rollout)
+    top = scores(logits, config).topk(min(top_k, config.num_labels), dim=-1)
+    predictions = [[{"label": config.id2label[i], "score": v} for v, i in zip(values, ids, strict=True)]
+                   for values, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+    weights = attention_rollout(attentions, getattr(config, "pooling", "cls")) if rollout else None
+    return predictions, weights

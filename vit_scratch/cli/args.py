@@ -1,9 +1,13 @@
 """What the three entry points share: overrides on the command line, the error line, common flags (stdlib only)."""
 
 import argparse
+import importlib.util
 import logging
 import sys
 
+BACKENDS = ("torch", "onnxruntime")  # predict.py / validate.py --backend
+ONNX_FILE = "onnx/model.onnx"  # export.py's fp32 file; onnx/model_quantized.onnx is the int8 one
+EXPORT_EXTRA = 'pip install -e ".[export]"'  # onnx, onnxscript, onnxruntime
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32, or autocast in bf16/fp16 (inference.PRECISIONS maps them to dtypes)
 
 
@@ -45,3 +49,19 @@ def positive_int(text: str) -> int:
 def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="let a Hub model of another custom type run "
                         "its own code (a vit_scratch model never needs it: this package's classes load it)")
+
+
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (the saved weights), or "
+                        "onnxruntime (an ONNX file export.py wrote; no torch needed to run it)")
+    parser.add_argument("--onnx-file", metavar="PATH", default=ONNX_FILE, help=f"with --backend onnxruntime: the file "
+                        f"in MODEL ({ONNX_FILE}, fp32; onnx/model_quantized.onnx, int8)")
+
+
+def require_packages(packages, what: str) -> None:
+    """An optional package missing (checked without importing it) -> ConfigError naming the `export` extra."""
+    from vit_scratch.cli.errors import ConfigError
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"{what} needs {', '.join(missing)}, not installed: `{EXPORT_EXTRA}` (the `export` extra)")

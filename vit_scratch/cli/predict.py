@@ -1,7 +1,7 @@
 """Classify image files and folders with a saved model; optionally show where it looked (attention rollout).
 
     python predict.py MODEL IMAGE_OR_FOLDER... [--top-k 5] [--output preds.csv|preds.json] [--batch-size N]
-                      [--attention-maps DIR] [--trust-remote-code]
+                      [--attention-maps DIR] [--trust-remote-code] [--backend onnxruntime [--onnx-file PATH]]
 
 MODEL is a folder train.py wrote (or any `save_pretrained` folder) or a Hub id. Folders are searched recursively
 for image files (sorted); each image is prepared by MODEL's image processor, as `pipeline("image-classification")`
@@ -10,6 +10,8 @@ prepares it, and gets the pipeline's scores (softmax probabilities for a single-
 --output FILE.csv: path, label_1, score_1, ..., label_k, score_k per image; FILE.json: a list of
 {"path", "predictions": [{"label", "score"}, ...]}; neither: a table on stdout. --attention-maps DIR: per image,
 DIR/NAME.png, the image under a heat map of its attention rollout (the patches that reach the classifier).
+--backend onnxruntime: MODEL's ONNX file (export.py's; --onnx-file onnx/model_quantized.onnx for int8) with
+onnxruntime, numpy and Pillow only, the images prepared as the image processor prepares them (no torch imported).
 Every input is opened and every output path checked before anything is computed, and the attention maps are moved
 into DIR only when all are drawn: a bad input or output stops the run and nothing is written.
 """
@@ -22,7 +24,14 @@ import tempfile
 from pathlib import Path
 
 from vit_scratch.cli import errors
-from vit_scratch.cli.args import add_trust_remote_code, positive_int, report_error, setup_logging
+from vit_scratch.cli.args import (
+    add_backend,
+    add_trust_remote_code,
+    positive_int,
+    report_error,
+    require_packages,
+    setup_logging,
+)
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -37,7 +46,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", metavar="N", type=positive_int, default=64, help="images per forward pass (64)")
     parser.add_argument("--attention-maps", type=Path, metavar="DIR", help="write attention-rollout overlays here")
     add_trust_remote_code(parser)
+    add_backend(parser)
     args = parser.parse_args(argv)
+    if args.backend == "onnxruntime" and args.attention_maps is not None:
+        parser.error("--attention-maps needs --backend torch (the ONNX file returns only the logits)")
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--output {args.output}: the file name must end in .csv or .json")
     return args
@@ -76,10 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             # Drawn into a hidden folder beside the nearest existing ancestor (the same filesystem: moves are renames).
             existing = next(p for p in args.attention_maps.absolute().parents if p.exists())
             staging = Path(tempfile.mkdtemp(dir=existing, prefix=f".{args.attention_maps.name}."))
-        from vit_scratch import inference  # the heavy imports, after the arguments are checked
+        if args.backend == "onnxruntime":  # onnxruntime, numpy and Pillow: no torch is imported
+            require_packages(("onnxruntime",), "--backend onnxruntime")
+            from vit_scratch import onnx_runtime
 
-        results = inference.predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
-                                    maps=staging, trust_remote_code=args.trust_remote_code)
+            results = onnx_runtime.predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
+                                           onnx_file=args.onnx_file)
+        else:
+            from vit_scratch import inference  # the heavy imports, after the arguments are checked
+
+            results = inference.predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
+                                        maps=staging, trust_remote_code=args.trust_remote_code)
         if args.output is not None:
             write_output(results, args.output)
         if staging is not None:

@@ -1,7 +1,7 @@
 """Evaluate a saved model on one split of a dataset: accuracy, top-5 accuracy, loss, per-class accuracy, confusion.
 
     python validate.py MODEL [--split test] [--dataset.KEY VALUE ...] [--output-dir DIR] [--batch-size N]
-                       [--precision fp32|bf16|fp16] [--trust-remote-code]
+                       [--precision fp32|bf16|fp16] [--trust-remote-code] [--backend onnxruntime [--onnx-file PATH]]
 
 MODEL is a folder train.py wrote (or any `save_pretrained` folder) or a Hub id. The data keys are train.py's
 `dataset.*` keys, checked the same way; when MODEL holds train.py's `experiment.json`, its `dataset` section is the
@@ -12,9 +12,10 @@ training held out of dataset.train_split: dataset.validation_size / validation_s
 reports as eval_*), `train` (the training rows that remain), or any other split name of the source.
 
 Images are decoded exactly as for training, normalised by MODEL's preprocessor_config.json and run in the run's
-precision, so the numbers equal training's on the same split. Writes eval_results.json and confusion_matrix.png
-into --output-dir (default: ./validate-MODEL-DATASET-SPLIT in the current folder, never inside MODEL, which a
-later push would upload).
+precision, so the numbers equal training's on the same split. --backend onnxruntime runs MODEL's ONNX file instead
+(export.py's; --onnx-file onnx/model_quantized.onnx for int8) on the same inputs. Writes eval_results.json and
+confusion_matrix.png into --output-dir (default: ./validate-MODEL-DATASET-SPLIT in the current folder, never inside
+MODEL, which a later push would upload).
 """
 
 import argparse
@@ -27,9 +28,11 @@ from pathlib import Path
 from vit_scratch.cli import errors
 from vit_scratch.cli.args import (
     PRECISIONS,
+    add_backend,
     add_trust_remote_code,
     positive_int,
     report_error,
+    require_packages,
     setup_logging,
     split_overrides,
 )
@@ -50,7 +53,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     add_trust_remote_code(parser)
     parser.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16/fp16 autocast (default: the run's, "
                         "from MODEL/experiment.json's training.bf16/fp16, as its reported numbers were computed; "
-                        "else fp32)")
+                        "else fp32; the onnxruntime backend: fp32 inputs)")
+    add_backend(parser)
     own, overrides = split_overrides(parser, argv)
     if {"-h", "--help"} & set(own):  # the dataset keys, with their types, defaults and meaning
         parser.epilog = schema.describe_keys(sections=("dataset",))
@@ -115,9 +119,12 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path) -> dict:
     from vit_scratch.reporting.figures import plot_confusion_matrix
 
     results, matrix, names = inference.evaluate(args.model, data_args, args.split, batch_size=args.batch_size,
-                                                precision=args.precision, trust_remote_code=args.trust_remote_code)
+                                                precision=args.precision, trust_remote_code=args.trust_remote_code,
+                                                onnx_file=args.onnx_file if args.backend == "onnxruntime" else None)
     results.update(model=args.model, dataset=data_args.name, split=args.split, precision=args.precision,
-                   source_split=source_split_name(data_args, args.split))
+                   source_split=source_split_name(data_args, args.split), backend=args.backend)
+    if args.backend == "onnxruntime":
+        results["onnx_file"] = args.onnx_file
     with atomic_path(output_dir / CONFUSION_FILE) as tmp:
         plot_confusion_matrix(matrix, names, tmp)
     write_json(output_dir / RESULTS_FILE, results)
@@ -127,7 +134,7 @@ def evaluate(args: argparse.Namespace, data_args, output_dir: Path) -> dict:
 def print_summary(results: dict, output_dir: Path) -> None:
     top = next(k for k in results if k.startswith("top_") and k.endswith("_accuracy"))  # top_5_accuracy (k <= K)
     print(f"{results['model']} on {results['dataset']} [{results['split']}], {results['num_images']} images, "
-          f"{results['precision']}: accuracy {results['accuracy']:.4f}, top-{top.split('_')[1]} {results[top]:.4f}, "
+          f"{_how(results)}: accuracy {results['accuracy']:.4f}, top-{top.split('_')[1]} {results[top]:.4f}, "
           f"loss {results['loss']:.4f}")
     per_class = results["per_class_accuracy"]
     if len(per_class) <= 20:
@@ -138,12 +145,22 @@ def print_summary(results: dict, output_dir: Path) -> None:
     print(f"-> {output_dir / RESULTS_FILE}, {output_dir / CONFUSION_FILE}")
 
 
+def _how(results: dict) -> str:
+    return f"onnxruntime {results['onnx_file']}" if results.get("backend") == "onnxruntime" else results["precision"]
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         experiment = saved_experiment(args.model)
         data_args = dataset_arguments(experiment, overrides)
+        if args.backend == "onnxruntime":
+            require_packages(("onnxruntime",), "--backend onnxruntime")
+            if args.precision not in (None, "fp32"):
+                raise errors.ConfigError(f"--precision {args.precision}: the onnxruntime backend runs the ONNX file "
+                                         "as exported (fp32 inputs); drop --precision or use --backend torch")
+            args.precision = "fp32"
         args.precision = args.precision or run_precision(experiment)
         output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, data_args.name,
                                                                                         args.split)

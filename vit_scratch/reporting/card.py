@@ -10,6 +10,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from vit_scratch.atomic import PathLike, write_text
 from vit_scratch.config.schema import TRAINING_DEFAULTS
+from vit_scratch.onnx_runtime import ONNX_FILES, onnx_files
 
 TAGS = ["image-classification", "vision-transformer", "vit_scratch", "custom_code"]
 # TrainingArguments the card's recipe always shows (besides the keys the config set and TRAINING_DEFAULTS): the
@@ -105,7 +106,7 @@ Classes ({len(class_names)}): {", ".join(f"`{name}`" for name in class_names)}.
 ## Usage
 
 {_usage(repo_id)}
-
+{onnx_section(onnx_files(path.parent), repo_id)}
 ## Training configuration
 
 The recipe as run, defaults included: every dataset and model field; of the `TrainingArguments`, the keys the
@@ -204,6 +205,74 @@ print(model.config.id2label[model(**inputs).logits.argmax(-1).item()])
 classifier = pipeline("image-classification", model="{model}", trust_remote_code=True)
 print(classifier("image.png"))
 ```"""
+
+
+ONNX_HEADING = "## ONNX"
+ONNX_WEIGHTS = {ONNX_FILES["fp32"]: "fp32",
+                ONNX_FILES["int8"]: "int8 (MatMul/Gemm weights; the patch convolution fp32)"}
+
+
+def onnx_section(files: list[tuple[str, int]], repo_id: str | None) -> str:
+    """The card's ONNX section for the ONNX files the folder holds ((path, bytes), from onnx_runtime.onnx_files):
+    what each is and how to run it without PyTorch; "" when there are none."""
+    if not files:
+        return ""
+    model = repo_id or PLACEHOLDER
+    rows = "\n".join(f"| `{name}` | {ONNX_WEIGHTS[name]} | {size / 1e6:.1f} MB |" for name, size in files)
+    first = files[0][0]
+    return f"""{ONNX_HEADING}
+
+Exported with `export.py` (input `pixel_values`, any batch size; output `logits`), checked against the PyTorch
+model. They run with onnxruntime, numpy and Pillow alone (no torch, no transformers):
+
+| File | Weights | Size |
+|---|---|---|
+{rows}
+
+```python
+import json
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+{_onnx_folder(repo_id)}
+p = json.load(open(f"{{folder}}/preprocessor_config.json"))
+labels = json.load(open(f"{{folder}}/config.json"))["id2label"]
+image = Image.open("image.png").convert("RGB").resize((p["size"]["width"], p["size"]["height"]), p["resample"])
+x = (np.asarray(image).transpose(2, 0, 1) * p["rescale_factor"]).astype(np.float32)
+x = (x - np.float32(p["image_mean"])[:, None, None]) / np.float32(p["image_std"])[:, None, None]
+session = onnxruntime.InferenceSession(f"{{folder}}/{first}")
+print(labels[str(session.run(None, {{"pixel_values": x[None]}})[0].argmax())])
+```
+
+With this project installed: `python predict.py {model} image.png --backend onnxruntime --onnx-file {first}`.
+"""
+
+
+def _onnx_folder(repo_id: str | None) -> str:
+    if repo_id:
+        return f"from huggingface_hub import snapshot_download\n\nfolder = snapshot_download(\"{repo_id}\")"
+    return f"folder = \"{PLACEHOLDER}\"  # the folder holding this card"
+
+
+def update_onnx_section(path: Path, repo_id: str | None) -> bool:
+    """Rewrite the ONNX section of the card `path` (README.md) from the ONNX files beside it: replaced where it is,
+    else placed before the training configuration. False (nothing written) when there is no card."""
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    section = onnx_section(onnx_files(path.parent), repo_id)
+    start = text.find(f"\n{ONNX_HEADING}\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        anchor = text.find("\n## Training configuration")
+        anchor = anchor if anchor >= 0 else len(text)
+        text = text[: anchor + 1] + section + "\n" + text[anchor + 1:]
+    write_text(path, text)
+    return True
 
 
 def _config_link(config_file: str | None) -> str:

@@ -24,6 +24,7 @@ from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import ConfigError
 from vit_scratch.config.schema import Experiment
 from vit_scratch.data import ImageData
+from vit_scratch.examples import EXAMPLES_DIR, write_examples
 from vit_scratch.metrics import build_compute_metrics, confusion_matrix
 from vit_scratch.reporting.card import device_name, effective_config, write_model_card
 from vit_scratch.reporting.figures import (
@@ -233,7 +234,8 @@ def _format(value: float | None) -> str:
 
 def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Experiment, data: ImageData,
                  results: dict, test) -> None:
-    """all_results.json (every key), the curves, the test confusion matrix and the model card (rank 0 only).
+    """all_results.json (every key), the curves, the test confusion matrix, the demo's example images and the model
+    card (rank 0 only).
 
     The card's Hub id is the repo pushed to: `trainer.hub_model_id` resolves a bare `hub_model_id` (or, without
     one, the output folder's name) to `user/name`; without a push it is the configured id, if any.
@@ -244,6 +246,7 @@ def write_report(output_dir: Path, trainer: ViTScratchTrainer, experiment: Exper
         predictions = test.predictions[0] if isinstance(test.predictions, tuple) else test.predictions
         matrix = confusion_matrix(predictions.argmax(-1), test.label_ids, len(data.class_names))
         plot_confusion_matrix(matrix, data.class_names, output_dir / "confusion_matrix.png")
+    write_examples(output_dir / EXAMPLES_DIR, data.test or data.validation, data.class_names)  # for demo.py
     repo_id = trainer.hub_model_id or trainer.args.hub_model_id
     write_model_card(
         output_dir / "README.md",
