@@ -21,9 +21,11 @@ install: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 $(BIN)/python -m pytest -q --durations=30 $(ARGS)
 
-# accelerate's own defaults (or your `accelerate config`); for several GPUs or machines see the README.
+# One process (configs/accelerate/default.yaml: no "defaults used" block); -q: on a failure, our `error:` line and
+# exit 1, without accelerate's traceback. Several GPUs: make train LAUNCH=configs/accelerate/multi_gpu.yaml
+LAUNCH ?= configs/accelerate/default.yaml
 train: $(STAMP)
-	$(BIN)/accelerate launch train.py --config $(CONFIG) $(ARGS)
+	$(BIN)/accelerate launch -q --config_file $(LAUNCH) train.py --config $(CONFIG) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/model_step.py

@@ -323,66 +323,115 @@ def test_sigkill_then_resume_in_host_and_stream_storage_gives_the_device_run(eve
 
 
 def _corrupt(folder: Path, how: str):
-    if how == "truncated weights":
-        data = (folder / "model.safetensors").read_bytes()
-        (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
-    elif how == "no trainer_state":
-        (folder / "trainer_state.json").unlink()
-    elif how == "half-written trainer_state":
-        text = (folder / "trainer_state.json").read_text()
-        (folder / "trainer_state.json").write_text(text[: len(text) // 2])
-    elif how == "no optimizer":
-        (folder / "optimizer.pt").unlink()
-    elif how == "no rng state":
-        (folder / "rng_state.pth").unlink()
-    elif how == "empty weights":
-        (folder / "model.safetensors").write_bytes(b"")
+    """Damage one file of a checkpoint as a crash, a bad disk or a stray process leaves it: "cut short", "flipped"
+    (two bytes inverted in the middle: inside the tensor data of the weights), "replaced" (random bytes of the same
+    length), "removed"; or "cut off": the manifest, written last, is missing (killed before the end of the save)."""
+    if how == "cut off":
+        (folder / "manifest.json").unlink()
+        return
+    how, _, name = how.partition(" ")
+    path = folder / name
+    data = path.read_bytes()
+    if how == "cut":
+        path.write_bytes(data[: max(len(data) - 100, len(data) // 2)])
+    elif how == "flipped":
+        middle = bytearray(data)
+        for i in (len(data) // 2, len(data) // 2 + 1):
+            middle[i] ^= 0xFF
+        path.write_bytes(bytes(middle))
+    elif how == "replaced":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif how == "removed":
+        path.unlink()
+    else:
+        raise ValueError(how)
 
 
-CORRUPTIONS = {  # how -> what checkpoint_problem says
-    "truncated weights": "model.safetensors unreadable",
-    "no trainer_state": "trainer_state.json unreadable (FileNotFoundError)",
-    "half-written trainer_state": "trainer_state.json unreadable (JSONDecodeError)",
-    "no optimizer": "optimizer.pt missing or empty",
-    "no rng state": "rng_state*.pth missing",
-    "empty weights": "model.safetensors unreadable",
-}
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
 
 
-@pytest.mark.parametrize("how", CORRUPTIONS)
-def test_checkpoint_problem_names_each_kind_of_damage(every_step_run, tmp_path, how):
+def _expected_problem(how: str) -> str:
+    """What checkpoint_problem says about `_corrupt(folder, how)`."""
+    if how == "cut off":
+        return "no manifest.json"
+    kind, _, name = how.partition(" ")
+    return {"cut": f"{name} has ", "flipped": f"{name} does not match its checksum in manifest.json",
+            "replaced": f"{name} does not match its checksum in manifest.json",
+            "removed": f"{name} cannot be read (No such file or directory)"}[kind]
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_checkpoint_problem_names_each_kind_of_damage_to_each_file(every_step_run, tmp_path, name):
+    """Every file of a checkpoint cut short, two bytes flipped, replaced by random bytes or removed: the checkpoint
+    is damaged, the problem names the file, the newest complete one is the older. (Before the manifest, flipped
+    weights and optimizer bytes passed, and a replaced rng_state.pth passed only to end --resume in a traceback.)"""
     from transformers.trainer_utils import get_last_checkpoint
 
     from vit_scratch.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
 
-    for step in (3, 4):
-        shutil.copytree(every_step_run / f"checkpoint-{step}", tmp_path / f"checkpoint-{step}")
-    assert checkpoint_problem(tmp_path / "checkpoint-4") is None
-    _corrupt(tmp_path / "checkpoint-4", how)
-    assert CORRUPTIONS[how] in checkpoint_problem(tmp_path / "checkpoint-4")
-    assert latest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
-    # transformers' own resume_from_checkpoint=True takes the highest-numbered folder, damaged or not
-    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    for how in ("cut", "flipped", "replaced", "removed"):
+        root = tmp_path / how
+        for step in (3, 4):
+            shutil.copytree(every_step_run / f"checkpoint-{step}", root / f"checkpoint-{step}")
+        assert checkpoint_problem(root / "checkpoint-4") is None
+        _corrupt(root / "checkpoint-4", f"{how} {name}")
+        problem = checkpoint_problem(root / "checkpoint-4")
+        assert problem is not None and problem.startswith(_expected_problem(f"{how} {name}")), (how, problem)
+        assert latest_complete_checkpoint(root) == root / "checkpoint-3"
+        # transformers' own resume_from_checkpoint=True takes the highest-numbered folder, damaged or not
+        assert get_last_checkpoint(str(root)) == str(root / "checkpoint-4")
 
 
-def test_resume_skips_every_incomplete_checkpoint_and_still_ends_exact(every_step_run, tmp_path, cifar10_path):
-    """Checkpoints 5-9 damaged in five different ways (as a crash mid-write or a lost file leaves them): --resume
-    logs each one it skips, continues from checkpoint-4 and ends with the uninterrupted run's weights."""
+@pytest.mark.parametrize("reference", ["every_step_run", "ema_run"])
+def test_manifest_covers_every_file_of_every_checkpoint(reference, request):
+    """Written last, over the whole folder: a file the checkpoint gains in _save_checkpoint is covered too (with EMA,
+    training_weights.safetensors)."""
+    run_dir = request.getfixturevalue(reference)
+    for step in checkpoints(run_dir):
+        folder = run_dir / f"checkpoint-{step}"
+        listed = json.loads((folder / "manifest.json").read_text())["files"]
+        assert sorted(listed) == sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")
+        assert set(CHECKPOINT_FILES) | ({"training_weights.safetensors"} if reference == "ema_run" else set()) \
+            <= set(listed)
+
+
+def test_resume_skips_every_damaged_checkpoint_and_still_ends_exact(every_step_run, tmp_path, cifar10_path):
+    """Checkpoints 5-9 damaged, one file each, in ways that loaded silently or ended in a traceback before the
+    manifest (flipped bytes inside the weights' tensor data and the optimizer state, random bytes for the RNG state)
+    and others (a cut-short scheduler, a flipped trainer state): --resume logs one line per checkpoint naming the
+    file, continues from checkpoint-4 and ends with the uninterrupted run's weights, metrics and every step's
+    numbers."""
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(every_step_run / "experiment.json", out)
     for step in range(1, 10):
         shutil.copytree(every_step_run / f"checkpoint-{step}", out / f"checkpoint-{step}")
-    damage = dict(zip(range(9, 4, -1), ["truncated weights", "no trainer_state", "half-written trainer_state",
-                                        "no optimizer", "no rng state"], strict=True))
+    damage = {9: "flipped model.safetensors", 8: "flipped optimizer.pt", 7: "replaced rng_state.pth",
+              6: "cut scheduler.pt", 5: "flipped trainer_state.json"}
     for step, how in damage.items():
         _corrupt(out / f"checkpoint-{step}", how)
     config = write_config(tmp_path, cifar10_path, EVERY_STEP)
     log = finished(train_run(config, out, "--resume")).text()
     for step, how in damage.items():
-        assert f"skipping incomplete checkpoint {out / f'checkpoint-{step}'}: {CORRUPTIONS[how]}" in log
+        assert f"skipping damaged checkpoint {out / f'checkpoint-{step}'}: {_expected_problem(how)}" in log, how
     assert f"--resume: continuing from {out / 'checkpoint-4'}\n" in log
+    assert "Traceback" not in log
     assert_same_run(out, every_step_run)
+
+
+def test_resume_with_every_checkpoint_damaged_is_one_error_line(every_step_run, tmp_path, cifar10_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(every_step_run / "experiment.json", out)
+    for step, how in ((1, "flipped model.safetensors"), (2, "replaced rng_state.pth")):
+        shutil.copytree(every_step_run / f"checkpoint-{step}", out / f"checkpoint-{step}")
+        _corrupt(out / f"checkpoint-{step}", how)
+    config = write_config(tmp_path, cifar10_path, EVERY_STEP)
+    status, err = main_in_process(["--config", str(config), "--training.output_dir", str(out), "--resume"])
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and errors == [f"error: --resume: no complete checkpoint in training.output_dir="
+                                      f"{str(out)!r}: 2 damaged (their files do not match their manifest.json; "
+                                      "see the log)"], err[-3000:]
 
 
 def test_resume_of_a_run_killed_before_its_first_complete_checkpoint_starts_it_again(every_step_run, tmp_path,
@@ -394,7 +443,7 @@ def test_resume_of_a_run_killed_before_its_first_complete_checkpoint_starts_it_a
     out.mkdir()
     shutil.copy(every_step_run / "experiment.json", out)
     shutil.copytree(every_step_run / "checkpoint-1", out / "checkpoint-1")
-    _corrupt(out / "checkpoint-1", "truncated weights")
+    _corrupt(out / "checkpoint-1", "cut off")
     config = write_config(tmp_path, cifar10_path, EVERY_STEP)
     log = finished(train_run(config, out, "--resume")).text()
     assert f"--resume: {out} holds no complete checkpoint yet (the run stopped before its first one); starting " \

@@ -446,3 +446,60 @@ def test_another_models_code_runs_only_when_trusted(tmp_path, capsys):
     assert predict.main([str(folder), str(image)]) == 2
     assert "needs its own code to load: pass --trust-remote-code" in error_line(capsys.readouterr().err)
     assert not (tmp_path / "ran").exists()
+
+
+# ----------------------------------------------------------------------------------------------- the manifest
+
+MODEL_FILES = {"model.safetensors", "config.json", "preprocessor_config.json", "configuration_vit_scratch.py",
+               "modeling_vit_scratch.py"}
+
+
+def test_the_final_model_carries_a_manifest_of_what_loading_needs(trained_model, tmp_path, image_folder, capsys):
+    """train.py's folder: the manifest lists the files the model loads from, not those added beside it (card,
+    results, figures; later an onnx/ export, examples): a folder that gains files still loads."""
+    from vit_scratch.cli import predict
+
+    listed = set(read_json(trained_model / "manifest.json")["files"])
+    assert listed == MODEL_FILES
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model.onnx").write_bytes(b"exported later")
+    (folder / "README.md").write_text("a card edited by hand")
+    assert predict.main([str(folder), str(image_folder / "a.png")]) == 0
+
+
+@pytest.mark.parametrize("damage", ["flipped weights", "edited preprocessor", "no manifest"])
+def test_validate_and_predict_refuse_a_model_whose_files_do_not_match_its_manifest(trained_model, tmp_path,
+                                                                                   image_folder, capsys, damage):
+    """One `error:` line, exit 2, naming the file; transformers' own from_pretrained still loads what it can. A folder
+    without a manifest (someone else's model) loads as before."""
+    from transformers import AutoModelForImageClassification
+
+    from vit_scratch.cli import predict, validate
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    if damage == "flipped weights":
+        data = bytearray((folder / "model.safetensors").read_bytes())
+        data[len(data) // 2] ^= 0xFF  # inside the tensor data: safetensors reads it without complaint
+        (folder / "model.safetensors").write_bytes(bytes(data))
+        expected = "model.safetensors does not match its checksum in manifest.json (its bytes changed)"
+    elif damage == "edited preprocessor":
+        processor = read_json(folder / "preprocessor_config.json")
+        processor["image_mean"] = [0.0, 0.0, 0.0]
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+        expected = "preprocessor_config.json has "
+    else:
+        (folder / "manifest.json").unlink()
+        expected = None
+    AutoModelForImageClassification.from_pretrained(folder)  # plain transformers: its own contract
+    if expected is None:
+        assert predict.main([str(folder), str(image_folder / "a.png")]) == 0
+        return
+    for main, argv in ((predict.main, [str(folder), str(image_folder / "a.png")]),
+                       (validate.main, [str(folder), "--output-dir", str(tmp_path / "val")])):
+        assert main(argv) == 2
+        line = error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: {folder}: the model's files do not match its manifest.json: {expected}"), line
+    assert not (tmp_path / "val").exists()

@@ -26,7 +26,7 @@ import torch
 
 from vit_scratch.cli.errors import ConfigError, DataError
 from vit_scratch.config.schema import DataArguments
-from vit_scratch.image_files import IMAGE_EXTENSIONS
+from vit_scratch.image_files import IMAGE_EXTENSIONS, ImageRefused, open_image_bytes, to_mode
 
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -351,8 +351,8 @@ def _column(data: datasets.Dataset, given: str | None, defaults: tuple[str, ...]
 
 
 def _to_chw(image: PIL.Image.Image, image_size: int, num_channels: int) -> np.ndarray:
-    """Any PIL image -> uint8 (C, S, S): converted to L/RGB, resized (bicubic) when its size differs."""
-    image = image.convert("L" if num_channels == 1 else "RGB")
+    """Any PIL image -> uint8 (C, S, S): converted to L/RGB (`to_mode`), resized (bicubic) when its size differs."""
+    image = to_mode(image, num_channels)
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), PIL.Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)  # (S, S) or (S, S, 3)
@@ -371,13 +371,16 @@ def _decode_batch(batch: dict[str, list], indices: list[int], column: str, where
             data = value["bytes"]
             if data is None:
                 data = Path(value["path"]).read_bytes()
-            with PIL.Image.open(io.BytesIO(data)) as image:
+            with open_image_bytes(io.BytesIO(data)) as image:
                 image.load()  # decodes now: truncated data fails here
                 out[k] = _to_chw(PIL.ImageOps.exif_transpose(image), image_size, num_channels).reshape(-1)
         except Exception as error:
-            row = index if rows is None else rows[index]
-            raise DataError(f"{where}, row {row}: cannot decode column {column!r}: {type(error).__name__}: "
-                            f"{error}") from error
+            # the file where the source has one (an image folder; a Hub image's original name), else the row
+            place = f"file {value['path']}" if value.get("path") else f"row {index if rows is None else rows[index]}"
+            detail = "not an image file Pillow can read" if isinstance(error, PIL.UnidentifiedImageError) else error
+            cause = f"refused: {error}" if isinstance(error, ImageRefused) else \
+                f"cannot decode column {column!r}: {type(error).__name__}: {detail}"
+            raise DataError(f"{where}, {place}: {cause}") from error
     return {"pixels": out}
 
 
@@ -415,7 +418,7 @@ def _read_rows(data: datasets.Dataset, column: str, where: str, image_size: int,
 def _decoder_version() -> str:
     """datasets fingerprints a module's functions by name only: key the decoded cache on their source (and Pillow's
     version, which can change resizing) so that changing the decoding never reuses stale arrays."""
-    return PIL.__version__ + inspect.getsource(_to_chw) + inspect.getsource(_decode_batch)
+    return PIL.__version__ + "".join(inspect.getsource(f) for f in (_to_chw, to_mode, open_image_bytes, _decode_batch))
 
 
 def _decode_arrays(images: np.ndarray, image_size: int, num_channels: int, rows: np.ndarray | None) -> np.ndarray:

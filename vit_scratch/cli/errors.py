@@ -44,6 +44,15 @@ def check_writable(path: str | Path, label: str, folder: bool) -> None:
     the path). It tries: a temporary folder is made (and removed) in the nearest folder that exists, since the
     permission bits do not tell (root passes them on a read-only or virtual filesystem such as /proc)."""
     path = Path(path)
+    try:
+        _check_writable(path, label, folder)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as err:  # a name too long for the filesystem, a NUL byte, ...
+        raise ConfigError(f"{label}: not a usable path ({getattr(err, 'strerror', None) or err})") from None
+
+
+def _check_writable(path: Path, label: str, folder: bool) -> None:
     if path.exists() and path.is_dir() != folder:
         raise ConfigError(f"{label}: {'a file' if folder else 'a folder'}; expected "
                           f"{'a folder' if folder else 'a file name'}")

@@ -17,7 +17,9 @@ import dataclasses
 import difflib
 import enum
 import functools
+import importlib.util
 import json
+import math
 import os
 import textwrap
 import types
@@ -113,13 +115,26 @@ class DataArguments:
         _validate_fields(self, "dataset.")
 
 
+def _file_or_object(value) -> bool:
+    """A JSON object, or a path to a file that exists (accelerator_config, deepspeed)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        return Path(value).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long for the filesystem
+        return False
+
+
 # Ranges the annotations cannot say, for every section (the model's are ViTScratchConfig.validate_architecture's).
+MAX_LABELS = 1_000_000  # far above any dataset's classes (ImageNet-21k: 21,841)
 _PROBABILITY = (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]")
 _AT_LEAST_0 = (lambda v: v >= 0, "must be an integer >= 0")
 _POSITIVE_OR_NULL = (lambda v: v is None or v > 0, "must be a positive integer or null")
 RANGES = {
     "dataset.name": (lambda v: bool(v), "must be a Hub dataset id or a local path"),
     "model.pretrained": (lambda v: bool(v), "must be a model folder or a Hub id (or null)"),
+    # transformers builds an id2label entry per label at once: 2**63 labels would exhaust the memory
+    "model.num_labels": (lambda v: 1 <= v <= MAX_LABELS, f"must be a number of classes in 1..{MAX_LABELS:,}"),
     "dataset.validation_size": _AT_LEAST_0,
     "dataset.validation_seed": _AT_LEAST_0,
     "dataset.max_train_samples": _POSITIVE_OR_NULL,
@@ -142,8 +157,20 @@ RANGES = {
     "training.label_smoothing_factor": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "training.max_grad_norm": (lambda v: v >= 0, "must be >= 0 (0 turns clipping off)"),
     "training.warmup_steps": (lambda v: v >= 0, "must be >= 0 (a fraction of the run when < 1)"),
+    # set_seed seeds numpy too, which takes 0..2**32-1 only
+    "training.seed": (lambda v: 0 <= v < 2**32, "must be an integer in 0..4,294,967,295 (numpy's seed range)"),
+    "training.data_seed": (lambda v: 0 <= v < 2**32, "must be an integer in 0..4,294,967,295 (numpy's seed range)"),
+    "training.report_to": (lambda v: v is not None, "must be a backend name, a list of them, 'all' or 'none'"),
+    "training.accelerator_config": (_file_or_object, "must be a JSON object or the path of a JSON file that exists"),
+    "training.deepspeed": (_file_or_object, "must be a JSON object or the path of a DeepSpeed config file that "
+                                            "exists"),
     "training.ema_decay": (lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.999, or null (off)"),
 }
+
+NULL_REFUSED = {"training.report_to"}  # the annotation allows null, transformers then fails on it
+# Integers beyond a C int overflow inside transformers and torch (ddp_timeout, ...); the seeds' range is numpy's.
+INT_LIMIT = 2**31 - 1
+SEEDS = ("training.seed", "training.data_seed")
 
 # Keys refused in a config file, with the reason.
 FORBIDDEN_KEYS = {
@@ -248,8 +275,15 @@ def _type_ok(value, annotation) -> bool:
         return any(_type_ok(value, a) for a in args)
     if origin is Literal:
         return value in typing.get_args(annotation)
+    if origin in (list, tuple, set) and typing.get_args(annotation):  # list[str]: every element a str
+        element = typing.get_args(annotation)[0]
+        return isinstance(value, list) and all(_type_ok(item, element) for item in value)
+    if origin is dict and len(typing.get_args(annotation)) == 2:
+        key_type, value_type = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_type_ok(k, key_type) and _type_ok(v, value_type)
+                                               for k, v in value.items())
     if origin is not None:
-        annotation = origin  # list[str] -> list, dict[str, Any] -> dict
+        annotation = origin
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return value in [m.value for m in annotation] or isinstance(value, annotation)  # a list: a JSON list may come
     if annotation is bool:
@@ -298,9 +332,34 @@ def _check_value(key: str, value, annotation) -> None:
             hint = _closest(value, [str(c) for c in choices]) if isinstance(value, str) else ""
             raise ConfigError(f"{key}={value!r} is invalid: expected one of {', '.join(map(str, choices))}{hint}")
         raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(annotation)}")
-    if key in RANGES and value is not None:
+    _check(_finite(value), key, value, "NaN and inf are not numbers a run can use (anywhere in the value)")
+    _check(not _holds_nul(value), key, value, "a NUL byte cannot be part of a name or path")
+    if key in RANGES and (value is not None or key in NULL_REFUSED):
         rule, allowed = RANGES[key]
         _check(rule(value), key, value, allowed)
+    if isinstance(value, int) and not isinstance(value, bool) and key not in SEEDS:
+        _check(abs(value) <= INT_LIMIT, key, value, f"must be an integer within +-{INT_LIMIT:,}")
+
+
+def _finite(value) -> bool:
+    """No NaN or +-inf in the value, nested lists and objects included."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(map(_finite, value))
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    return True
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(map(_holds_nul, value))
+    if isinstance(value, dict):
+        return any(map(_holds_nul, [*value.keys(), *value.values()]))
+    return False
 
 
 def _validate_fields(obj, prefix: str) -> None:
@@ -458,7 +517,9 @@ def _model_config(values: dict):
 
     if values.get("pretrained") is not None:
         return None  # the checkpoint's architecture, merged with these keys by pretrained.load_pretrained
-    values = {key: value for key, value in values.items() if key != "pretrained"}
+    # num_labels null means "from the data", as leaving it out does
+    values = {key: value for key, value in values.items()
+              if key != "pretrained" and not (key == "num_labels" and value is None)}
     try:  # every model rule (validate_architecture), checked now rather than after loading data
         return ViTScratchConfig(**values)
     except (ValueError, StrictDataclassError) as err:
@@ -479,6 +540,9 @@ def _training_arguments(kwargs: dict):
         if not kwargs["use_cpu"]:
             raise ConfigError("training.use_cpu=false with several processes and no GPU: each process would train "
                               "alone on all the data; remove it or launch on GPUs")
+    if kwargs.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"training.deepspeed={kwargs['deepspeed']!r} is invalid: deepspeed is not installed "
+                          "(`pip install deepspeed`, or remove training.deepspeed)")
     try:
         return ViTScratchTrainingArguments(**kwargs)
     except (ValueError, TypeError) as err:

@@ -21,12 +21,19 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from vit_scratch.augment import BatchAugment
 from vit_scratch.cli.errors import NonFiniteLossError, Preempted
 from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, worker_context
-from vit_scratch.training.checkpoints import TRAINING_WEIGHTS_NAME, latest_complete_checkpoint
+from vit_scratch.training.checkpoints import (
+    MANIFEST_FILE,
+    TRAINING_WEIGHTS_NAME,
+    ManifestWriter,
+    latest_complete_checkpoint,
+    write_manifest,
+)
 from vit_scratch.training.ema import WeightEMA
 from vit_scratch.training.writes import failed_writes_end_the_run
 
@@ -178,6 +185,7 @@ class ViTScratchTrainer(Trainer):
         # training batches; compiled lazily on the first batch, like the model.
         self._train_augment = torch.compile(self.augment, dynamic=False) if self.args.torch_compile else self.augment
         self._flops_per_input = None
+        self._manifest: ManifestWriter | None = None  # the newest checkpoint's, being written
         for dataset in (self.train_dataset, *self._eval_datasets()):
             self._on_device(dataset)
         self.label_smoother = None  # folded into the augmentation's soft targets (see the module docstring)
@@ -208,7 +216,13 @@ class ViTScratchTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | None = None, *args, **kwargs):
         self._resume_from = resume_from_checkpoint
         with self.preemption.handling_sigterm():
-            result = super().train(resume_from_checkpoint, *args, **kwargs)
+            try:
+                result = super().train(resume_from_checkpoint, *args, **kwargs)
+            except BaseException:
+                if self._manifest is not None:  # the checkpoint it completes is the one to resume from
+                    self._manifest.thread.join()
+                raise
+            self.finish_manifest()
         step = self.preemption.stopped_at
         if step is not None:  # no final model, card or push: the run is not finished
             checkpoint = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
@@ -321,6 +335,7 @@ class ViTScratchTrainer(Trainer):
             step = torch.where(step == never, -1, step)
         step = int(step)
         if step >= 0:
+            self.finish_manifest()
             last = latest_complete_checkpoint(self.args.output_dir)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
             raise NonFiniteLossError(
@@ -332,19 +347,33 @@ class ViTScratchTrainer(Trainer):
         return [n for n in super().get_decay_parameter_names(model) if not n.endswith(NO_DECAY_SUFFIXES)]
 
     def _save_checkpoint(self, model, trial) -> None:
+        self.finish_manifest()  # the previous checkpoint's, before this save's rotation may remove its folder
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         with failed_writes_end_the_run(self.args.output_dir, into=folder):
             if self.ema is None:
                 super()._save_checkpoint(model, trial)
-                return
-            # With EMA, a checkpoint's model.safetensors is the average (what its evaluation measured, what
-            # load_best_model_at_end and a push take); the weights training goes on from are saved first, beside it.
-            with self.ema.swapped_in() as own_weights:
-                if self.args.should_save:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    save_file({name: t.contiguous() for name, t in own_weights.items()},
-                              str(folder / TRAINING_WEIGHTS_NAME), metadata={"format": "pt"})
-                super()._save_checkpoint(model, trial)
+            else:
+                # With EMA, a checkpoint's model.safetensors is the average (what its evaluation measured, what
+                # load_best_model_at_end and a push take); the weights training goes on from are saved first, beside
+                # it.
+                with self.ema.swapped_in() as own_weights:
+                    if self.args.should_save:
+                        folder.mkdir(parents=True, exist_ok=True)
+                        save_file({name: t.contiguous() for name, t in own_weights.items()},
+                                  str(folder / TRAINING_WEIGHTS_NAME), metadata={"format": "pt"})
+                    super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every process's RNG state is written
+        # The manifest comes last, over every file then in the folder, so that a file added above is covered and a
+        # checkpoint without one is incomplete. Its checksums run beside the next steps (finish_manifest waits).
+        if self.args.should_save:
+            self._manifest = ManifestWriter(folder)
+
+    def finish_manifest(self) -> None:
+        """Wait for the last checkpoint's manifest; a failed write of it ends the run like any other."""
+        writer, self._manifest = self._manifest, None
+        if writer is not None:
+            with failed_writes_end_the_run(self.args.output_dir, into=writer.folder):
+                writer.finish()
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
@@ -356,8 +385,14 @@ class ViTScratchTrainer(Trainer):
         try:
             with failed_writes_end_the_run(self.args.output_dir, into=staging, shown_in=target):
                 super()._save(str(staging), state_dict)
-                for path in sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors")):
+                saved = sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors"))
+                files = [path.name for path in saved if path.is_file() and path.name != TRAINING_ARGS_NAME]
+                (target / MANIFEST_FILE).unlink(missing_ok=True)  # the old model's, if any, no longer applies
+                for path in saved:
                     os.replace(path, target / path.name)  # the weights (and a sharded index) last
+                # What loading the model needs (weights, config, code, image processor); training_args.bin (not
+                # read to load) and files added to the folder later (card, results, an export) are not in it.
+                write_manifest(target, files=files)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
