@@ -28,8 +28,8 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "TR
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vit_scratch.cli.errors import ConfigError  # noqa: E402
 from vit_scratch.config import schema  # noqa: E402
+from vit_scratch.errors import ConfigError  # noqa: E402
 
 BASE = REPO / "configs" / "cifar10_cpu.json"
 

@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests import test_odd_images as images  # noqa: E402
-from vit_scratch.cli.errors import DataError  # noqa: E402
 from vit_scratch.config.schema import DataArguments  # noqa: E402
 from vit_scratch.data import open_image_data  # noqa: E402
+from vit_scratch.errors import DataError  # noqa: E402
 
 INPUTS = {
     "0-byte file": ("x.png", lambda p: p.write_bytes(b"")),

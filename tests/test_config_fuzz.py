@@ -55,7 +55,7 @@ def scratch(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("key, value, message", RAISED_BEFORE, ids=[f"{k}={v!r:.20}" for k, v, _ in RAISED_BEFORE])
 def test_a_value_that_raised_is_refused_in_one_line_naming_the_key(scratch, key, value, message):
-    from vit_scratch.cli.errors import ConfigError
+    from vit_scratch.errors import ConfigError
 
     config = fuzz_config.with_value(BASE, key, value)
     if message is None:

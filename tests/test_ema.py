@@ -5,8 +5,8 @@
 import pytest
 import torch
 
-from vit_scratch.cli.errors import ConfigError
 from vit_scratch.config.schema import build_experiment
+from vit_scratch.errors import ConfigError
 from vit_scratch.training.ema import WeightEMA
 
 

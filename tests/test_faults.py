@@ -830,7 +830,7 @@ def test_a_real_full_disk_ends_in_one_line_and_resume_finishes_once_there_is_roo
 def test_torch_save_on_a_real_full_disk_is_named_as_one(tmp_path):
     """torch.save given a path raises only its C++ writer's RuntimeError on a full disk (the issue's case: no OS
     error in it); the message still names the file and says `No space left on device` (from a test write)."""
-    from vit_scratch.cli.errors import WriteFailed
+    from vit_scratch.errors import WriteFailed
     from vit_scratch.training.writes import failed_writes_end_the_run
 
     with tiny_filesystem(tmp_path / "disk", "256k") as out:

@@ -9,8 +9,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from vit_scratch.cli.errors import DataError
 from vit_scratch.config.schema import DataArguments
+from vit_scratch.errors import DataError
 
 SIZE = 4  # the model's image size here: 4 x 4 images are not resized
 

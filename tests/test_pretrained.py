@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification, ViTScratchModel
-from vit_scratch.cli.errors import ConfigError
+from vit_scratch.errors import ConfigError
 from vit_scratch.training.pretrained import load_pretrained
 from vit_scratch.training.run import with_labels
 

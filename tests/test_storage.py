@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from vit_scratch import storage
-from vit_scratch.cli.errors import DataError
 from vit_scratch.data import LazyImages, open_image_data
+from vit_scratch.errors import DataError
 from vit_scratch.storage import (
     DeviceImageDataset,
     HostImageDataset,

@@ -75,7 +75,7 @@ def test_no_import_cycle():
     assert not graph["modeling_vit_scratch.configuration_vit_scratch"]  # both are copied next to the weights
     for name in model_files | {"modeling_vit_scratch.convert"}:
         assert not {m for m in graph[name] if m.startswith("vit_scratch")}, name  # application -> model, never back
-    assert not graph["vit_scratch.cli.errors"]
+    assert not graph["vit_scratch.errors"]
 
     def visit(node, path):
         for nxt in graph.get(node, ()):
@@ -175,7 +175,7 @@ def test_the_light_folders_import_nothing_heavy():
     """Each standard-library-only module imported alone in a fresh interpreter loads none of the heavy packages;
     the entry points import only vit_scratch."""
     modules = stdlib_only_modules()
-    assert {"vit_scratch", "vit_scratch.cli.train", "vit_scratch.cli.errors", "vit_scratch.config.schema"} <= set(
+    assert {"vit_scratch", "vit_scratch.cli.train", "vit_scratch.errors", "vit_scratch.config.schema"} <= set(
         modules)
     for module in modules:
         script = f"import sys, {module}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"

@@ -426,9 +426,9 @@ def test_rollout_of_a_real_model_is_a_distribution(tiny_model):
 
 def test_precision_names_agree():
     from vit_scratch import inference
-    from vit_scratch.cli.args import PRECISIONS
+    from vit_scratch.backends import PRECISIONS
 
-    assert PRECISIONS == tuple(inference.PRECISIONS)
+    assert PRECISIONS == tuple(inference.AUTOCAST_DTYPES)
 
 
 def test_another_models_code_runs_only_when_trusted(tmp_path, capsys):

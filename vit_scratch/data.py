@@ -24,9 +24,10 @@ import PIL.ImageOps
 import pyarrow as pa
 import torch
 
-from vit_scratch.cli.errors import ConfigError, DataError
 from vit_scratch.config.schema import DataArguments
+from vit_scratch.errors import ConfigError, DataError
 from vit_scratch.image_files import IMAGE_EXTENSIONS, ImageRefused, open_image_bytes, to_mode
+from vit_scratch.sources import is_local_path
 
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -270,8 +271,7 @@ def _open(args: DataArguments) -> dict[str, Any]:
                          cache_dir=args.cache_dir)
         return _load(name, "a folder, but not a save_to_disk folder, CIFAR-10 archive, image folder or Hub-layout "
                      "dataset", datasets.load_dataset, str(path), revision=args.revision, cache_dir=args.cache_dir)
-    # Hub ids are "NAME" or "OWNER/NAME"; anything else path-like that is not there is a typo'd path.
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+    if is_local_path(name):  # written as a path, but not there: a typo, never a Hub id
         raise DataError(f"dataset.name={name}: no such file or folder")
     return _load(name, "not a local path, and loading it from the Hub failed", datasets.load_dataset, name,
                  revision=args.revision, cache_dir=args.cache_dir)

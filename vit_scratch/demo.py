@@ -21,7 +21,7 @@ from huggingface_hub import ModelCard, snapshot_download  # noqa: E402
 
 from vit_scratch import inference  # noqa: E402
 from vit_scratch.atomic import atomic_folder  # noqa: E402
-from vit_scratch.cli.errors import DataError  # noqa: E402
+from vit_scratch.errors import DataError  # noqa: E402
 from vit_scratch.examples import EXAMPLES_DIR  # noqa: E402
 
 logger = logging.getLogger("vit_scratch")

@@ -23,8 +23,8 @@ import torch
 
 from vit_scratch import inference
 from vit_scratch.atomic import atomic_path
-from vit_scratch.cli.errors import ConfigError, DataError
-from vit_scratch.onnx_runtime import ONNX_FILES
+from vit_scratch.backends import ONNX_FILES
+from vit_scratch.errors import ConfigError, DataError
 
 logger = logging.getLogger("vit_scratch")
 
@@ -103,7 +103,7 @@ def check_inputs(source: str, model, processor, images: Sequence[str] | None) ->
         inference.check_images(paths)
         opened = [inference.open_image(p, model.config.num_channels) for p in paths]
         return processor(images=opened, return_tensors="np")["pixel_values"].astype(np.float32)
-    from vit_scratch.cli.validate import dataset_arguments, saved_experiment
+    from vit_scratch.config.saved import dataset_arguments, saved_experiment
     from vit_scratch.data import load_split
 
     experiment = saved_experiment(source)

@@ -12,7 +12,7 @@ from pathlib import Path
 import PIL.Image
 import PIL.ImageOps
 
-from vit_scratch.cli.errors import DataError
+from vit_scratch.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning threshold (a 9,459 px square, 268 MB as RGB): refused above

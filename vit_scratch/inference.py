@@ -21,8 +21,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import modeling_vit_scratch  # noqa: F401 (registers vit_scratch with the Auto classes)
 from vit_scratch.atomic import atomic_path
-from vit_scratch.cli import args as cli_args
-from vit_scratch.cli.errors import ConfigError, DataError
+from vit_scratch.backends import PRECISIONS
+from vit_scratch.errors import ConfigError, DataError
 from vit_scratch.image_files import check_images, find_images, open_image
 from vit_scratch.training.checkpoints import load_complete_model, local_source_problem
 
@@ -53,7 +53,7 @@ def load_model(source: str, device: torch.device | None = None, trust_remote_cod
     except Exception as error:  # OSError (no file), ValueError (bad JSON), ...
         raise ConfigError(f"model {source!r}: cannot load its image processor (preprocessor_config.json): "
                           f"{type(error).__name__}: {str(error).strip().splitlines()[0]}") from None
-    height, width = _size(processor, "height"), _size(processor, "width")
+    height, width = _processor_size(processor, "height"), _processor_size(processor, "width")
     side = model.config.image_size
     if (height, width) != (None, None) and (height, width) != (side, side):
         raise ConfigError(f"model {source!r}: preprocessor_config.json resizes to {height}x{width}, but the model's "
@@ -61,7 +61,8 @@ def load_model(source: str, device: torch.device | None = None, trust_remote_cod
     return model.eval().to(device or default_device()), processor
 
 
-def _size(processor, key: str) -> int | None:
+def _processor_size(processor, key: str) -> int | None:
+    """The image processor's resize target: `size[key]` (height or width), or None when it does not resize."""
     size = getattr(processor, "size", None) or {}
     return getattr(size, key, None) if not isinstance(size, dict) else size.get(key)
 
@@ -82,7 +83,7 @@ def normalize(images: torch.Tensor, processor) -> torch.Tensor:
     return x
 
 
-PRECISIONS = dict(zip(cli_args.PRECISIONS, (None, torch.bfloat16, torch.float16), strict=True))  # autocast dtype
+AUTOCAST_DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16), strict=True))  # None: no autocast
 
 
 def forward(model, pixel_values: torch.Tensor, output_attentions: bool = False,
@@ -91,7 +92,7 @@ def forward(model, pixel_values: torch.Tensor, output_attentions: bool = False,
     and, with `output_attentions`, the per-layer attention weights (B, heads, T, T) on CPU. `precision` "bf16" or
     "fp16" runs under autocast, as the Trainer evaluates a run with `training.bf16` / `fp16`."""
     device = next(model.parameters()).device
-    dtype = PRECISIONS[precision]
+    dtype = AUTOCAST_DTYPES[precision]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         outputs = model(pixel_values=pixel_values.to(device), output_attentions=output_attentions)
     attentions = tuple(a.float().cpu() for a in outputs.attentions) if output_attentions else None

@@ -20,21 +20,10 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from vit_scratch.cli.args import EXPORT_EXTRA, ONNX_FILE
-from vit_scratch.cli.errors import ConfigError
+from vit_scratch.backends import ONNX_FILES
+from vit_scratch.errors import ConfigError, require_packages
 from vit_scratch.image_files import check_images, find_images, open_image
-
-ONNX_FILES = {"fp32": ONNX_FILE, "int8": "onnx/model_quantized.onnx"}  # the Hub's layout for ONNX files
-
-
-def import_onnxruntime():
-    """onnxruntime, or ConfigError naming the extra that installs it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError(f"the onnxruntime backend needs onnxruntime, which is not installed: `{EXPORT_EXTRA}` (the "
-                          "`export` extra)") from None
-    return onnxruntime
+from vit_scratch.sources import is_local_path
 
 
 def local_folder(source: str, onnx_file: str) -> Path:
@@ -43,7 +32,7 @@ def local_folder(source: str, onnx_file: str) -> Path:
     folder = Path(source).expanduser()
     if folder.is_dir():
         return folder
-    if folder.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+    if is_local_path(source):
         raise ConfigError(f"model {source!r}: no such folder")
     try:
         from huggingface_hub import snapshot_download
@@ -58,7 +47,9 @@ class OnnxClassifier:
     """An exported model with its config and image processor settings: images -> logits -> labels and scores."""
 
     def __init__(self, source: str, onnx_file: str = ONNX_FILES["fp32"], threads: int | None = None):
-        ort = import_onnxruntime()
+        require_packages(("onnxruntime",), "the onnxruntime backend")
+        import onnxruntime as ort
+
         folder = local_folder(source, onnx_file)
         self.config = _read_json(folder / "config.json", source)
         self.processor = _read_json(folder / "preprocessor_config.json", source)
@@ -150,11 +141,6 @@ def predict(source: str, inputs: Sequence[str], *, top_k: int, batch_size: int,
         for path, predictions in zip(batch, model.predict(images, top_k), strict=True):
             results.append({"path": str(path), "predictions": predictions})
     return results
-
-
-def onnx_files(folder: Path) -> list[tuple[str, int]]:
-    """The ONNX files a model folder holds, as (path in the folder, bytes), fp32 first."""
-    return [(name, (folder / name).stat().st_size) for name in ONNX_FILES.values() if (folder / name).is_file()]
 
 
 def _read_json(path: Path, source: str) -> dict:

@@ -28,9 +28,10 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from vit_scratch.cli.errors import DataError
 from vit_scratch.config.schema import DataArguments
 from vit_scratch.data import ImageData, ImageSplit, LazyImages, channel_histograms, mean_std, open_image_data
+from vit_scratch.distributed import is_distributed
+from vit_scratch.errors import DataError
 
 logger = logging.getLogger("vit_scratch")
 
@@ -41,8 +42,15 @@ GB = 1e9
 STORAGES = ("device", "host", "stream")  # from the most held to the least
 
 
-def _size(nbytes: float) -> str:
+def _bytes(nbytes: float) -> str:
+    """1.23 GB, or 45.6 MB below 0.1 GB."""
     return f"{nbytes / GB:.2f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:.1f} MB"
+
+
+def collate_batch(batch):
+    """The DataLoader's collate_fn for these datasets: their `__getitems__` already returns the batch, nothing to stack
+    (a module-level function: under the spawn/forkserver start methods the loader is pickled to its workers)."""
+    return batch
 
 
 class DeviceImageDataset(torch.utils.data.Dataset):
@@ -142,18 +150,18 @@ def make_dataset(split: ImageSplit, storage: str, device: torch.device) -> torch
 def choose_storage(wanted: str, nbytes: int, device: torch.device, local_processes: int = 1) -> tuple[str, str]:
     """(`dataset.storage` to use, why): `wanted` unless it is 'auto'. Every process of a machine holds its own copy
     of the splits (on its own GPU for 'device', in the shared RAM for 'host'); the decoding goes through RAM too."""
-    size = f"the decoded splits take {_size(nbytes)}"
+    size = f"the decoded splits take {_bytes(nbytes)}"
     if wanted != "auto":
         return wanted, f"dataset.storage={wanted!r} ({size})"
     ram = psutil.virtual_memory().available
     fits_ram = nbytes * local_processes <= HOST_SHARE * ram
-    in_ram = (f"{local_processes} x {_size(nbytes)} {'<=' if fits_ram else '>'} {HOST_SHARE:.0%} of the "
-              f"{_size(ram)} of available RAM")
+    in_ram = (f"{local_processes} x {_bytes(nbytes)} {'<=' if fits_ram else '>'} {HOST_SHARE:.0%} of the "
+              f"{_bytes(ram)} of available RAM")
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
         fits_device = nbytes <= DEVICE_SHARE * free
-        on_device = f"{_size(nbytes)} {'<=' if fits_device else '>'} {DEVICE_SHARE:.0%} of the GPU's free " \
-                    f"{_size(free)}"
+        on_device = f"{_bytes(nbytes)} {'<=' if fits_device else '>'} {DEVICE_SHARE:.0%} of the GPU's free " \
+                    f"{_bytes(free)}"
         if fits_device and fits_ram:
             return "device", f"dataset.storage=auto -> 'device': {on_device}, and {in_ram} (decoded there first)"
         if fits_ram:
@@ -196,17 +204,11 @@ def load_data(args: DataArguments, image_size: int, num_channels: int, num_label
 
 def _most_frugal(storage: str, device: torch.device) -> str:
     """The storage that holds least (device < host < stream) among every process's choice; no-op alone."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return storage
     order = torch.tensor(STORAGES.index(storage), device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(order, op=dist.ReduceOp.MAX)
     return STORAGES[int(order)]
-
-
-def _as_is(batch):
-    """A DataLoader's collate_fn for datasets whose `__getitems__` returns the batch (a module-level function: under
-    the spawn/forkserver start methods the loader is pickled to its workers)."""
-    return batch
 
 
 class _Histograms(torch.utils.data.Dataset):
@@ -241,7 +243,7 @@ def stream_mean_std(data: ImageData, workers: int, context: str | None = None, b
         rows = np.sort(np.random.RandomState(0).choice(len(rows), max_images, replace=False))
     sample = LazyImages(images.read, images.rows[rows], images.shape[2], images.shape[1])
     loader = torch.utils.data.DataLoader(_Histograms(sample), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=_as_is, generator=torch.Generator(),
+                                         collate_fn=collate_batch, generator=torch.Generator(),
                                          multiprocessing_context=worker_context(context) if workers else None)
     counts = sum(loader)
     mean, std = mean_std(counts)

@@ -1,14 +1,10 @@
 """What the three entry points share: overrides on the command line, the error line, common flags (stdlib only)."""
 
 import argparse
-import importlib.util
 import logging
 import sys
 
-BACKENDS = ("torch", "onnxruntime")  # predict.py / validate.py --backend
-ONNX_FILE = "onnx/model.onnx"  # export.py's fp32 file; onnx/model_quantized.onnx is the int8 one
-EXPORT_EXTRA = 'pip install -e ".[export]"'  # onnx, onnxscript, onnxruntime
-PRECISIONS = ("fp32", "bf16", "fp16")  # fp32, or autocast in bf16/fp16 (inference.PRECISIONS maps them to dtypes)
+from vit_scratch.backends import BACKENDS, ONNX_FILES
 
 
 def setup_logging() -> None:
@@ -54,14 +50,5 @@ def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
 def add_backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (the saved weights), or "
                         "onnxruntime (an ONNX file export.py wrote; no torch needed to run it)")
-    parser.add_argument("--onnx-file", metavar="PATH", default=ONNX_FILE, help=f"with --backend onnxruntime: the file "
-                        f"in MODEL ({ONNX_FILE}, fp32; onnx/model_quantized.onnx, int8)")
-
-
-def require_packages(packages, what: str) -> None:
-    """An optional package missing (checked without importing it) -> ConfigError naming the `export` extra."""
-    from vit_scratch.cli.errors import ConfigError
-
-    missing = [name for name in packages if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"{what} needs {', '.join(missing)}, not installed: `{EXPORT_EXTRA}` (the `export` extra)")
+    parser.add_argument("--onnx-file", metavar="PATH", default=ONNX_FILES["fp32"], help=f"with --backend onnxruntime: "
+                        f"the file in MODEL ({ONNX_FILES['fp32']}, fp32; {ONNX_FILES['int8']}, int8)")

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from vit_scratch.cli import errors
+from vit_scratch import errors
 from vit_scratch.cli.args import add_trust_remote_code, positive_int, report_error, setup_logging
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")

@@ -24,8 +24,9 @@ import json
 import sys
 from pathlib import Path
 
-from vit_scratch.cli import errors
-from vit_scratch.cli.args import report_error, require_packages, setup_logging
+from vit_scratch import errors
+from vit_scratch.cli.args import report_error, setup_logging
+from vit_scratch.sources import is_local_path
 
 FORMATS = ("fp32", "int8", "pt2")  # vit_scratch.export.FILES
 EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -45,13 +46,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def is_local(model: str) -> bool:
-    return Path(model).expanduser().exists() or model.startswith((".", "/", "~"))
-
-
 def hub_repo(args: argparse.Namespace) -> str | None:
     """The model's Hub repo: --hub-model-id, MODEL when it is a Hub id, or the run's training.hub_model_id."""
-    if args.hub_model_id or not is_local(args.model):
+    if args.hub_model_id or not is_local_path(args.model):
         return args.hub_model_id or args.model
     try:
         training = json.loads((Path(args.model).expanduser() / "experiment.json").read_text()).get("training", {})
@@ -80,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        require_packages(EXPORT_PACKAGES, "export.py")
-        if args.output is None and not is_local(args.model):
+        errors.require_packages(EXPORT_PACKAGES, "export.py")
+        if args.output is None and not is_local_path(args.model):
             raise errors.ConfigError(f"model {args.model!r} is a Hub id: pass --output DIR (where onnx/ goes)")
         output = args.output or Path(args.model).expanduser()
         errors.check_writable(output, f"--output {output}", folder=True)

@@ -23,13 +23,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vit_scratch.cli import errors
+from vit_scratch import errors
 from vit_scratch.cli.args import (
     add_backend,
     add_trust_remote_code,
     positive_int,
     report_error,
-    require_packages,
     setup_logging,
 )
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             existing = next(p for p in args.attention_maps.absolute().parents if p.exists())
             staging = Path(tempfile.mkdtemp(dir=existing, prefix=f".{args.attention_maps.name}."))
         if args.backend == "onnxruntime":  # onnxruntime, numpy and Pillow: no torch is imported
-            require_packages(("onnxruntime",), "--backend onnxruntime")
+            errors.require_packages(("onnxruntime",), "--backend onnxruntime")
             from vit_scratch import onnx_runtime
 
             results = onnx_runtime.predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size,

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from vit_scratch.cli import errors
+from vit_scratch import errors
 from vit_scratch.cli.args import report_error, setup_logging, split_overrides
 from vit_scratch.config import schema
 
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         # Key names, forbidden keys, every value's type, choices and range first (no torch yet), then what needs
         # transformers: the model's cross-field rules, TrainingArguments' own, report_to backends, Hub access.
         experiment = schema.build_experiment(schema.apply_overrides(config, overrides), seed=args.seed)
-        from vit_scratch.training.run import train_and_evaluate  # the heavy imports, after validation
+        from vit_scratch.distributed import end_process_group  # the heavy imports, after validation
+        from vit_scratch.training.run import train_and_evaluate
 
         try:
             results = train_and_evaluate(experiment, resume=args.resume)
@@ -61,11 +62,3 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("done: %s -> %s", summary, experiment.training.output_dir)
     return 0
 
-
-def end_process_group() -> None:
-    """End a multi-process launch's process group while the interpreter is whole: Gloo's threads outliving it abort
-    the process at exit ("terminate called without an active exception", seen once in a 2-process CPU launch)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -19,26 +19,22 @@ MODEL, which a later push would upload).
 """
 
 import argparse
-import json
-import logging
 import re
 import sys
 from pathlib import Path
 
-from vit_scratch.cli import errors
+from vit_scratch import errors
+from vit_scratch.backends import PRECISIONS
 from vit_scratch.cli.args import (
-    PRECISIONS,
     add_backend,
     add_trust_remote_code,
     positive_int,
     report_error,
-    require_packages,
     setup_logging,
     split_overrides,
 )
 from vit_scratch.config import schema
-
-logger = logging.getLogger("vit_scratch")
+from vit_scratch.config.saved import dataset_arguments, run_precision, saved_experiment
 
 RESULTS_FILE, CONFUSION_FILE = "eval_results.json", "confusion_matrix.png"
 
@@ -59,39 +55,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     if {"-h", "--help"} & set(own):  # the dataset keys, with their types, defaults and meaning
         parser.epilog = schema.describe_keys(sections=("dataset",))
     return parser.parse_args(own), overrides
-
-
-def saved_experiment(model: str) -> dict:
-    """MODEL/experiment.json (the sections train.py ran with), or {} when MODEL holds none (a Hub id, another model)."""
-    saved = Path(model).expanduser() / schema.EXPERIMENT_FILE
-    if not saved.is_file():
-        return {}
-    try:
-        experiment = json.loads(saved.read_text())
-        if not isinstance(experiment.get("dataset", {}), dict) or not isinstance(experiment.get("training", {}), dict):
-            raise TypeError("its sections must be objects")
-    except (ValueError, TypeError, AttributeError) as err:
-        raise errors.ConfigError(f"{saved}: not a train.py experiment file ({err})") from None
-    logger.info("dataset keys and precision from %s (then the command line's)", saved)
-    return experiment
-
-
-def dataset_arguments(experiment: dict, overrides: list[tuple[str, str]]):
-    """The run's `dataset` section with the overrides on top, validated as train.py validates it (same `error:`
-    messages)."""
-    for key, _ in overrides:
-        if not key.startswith("dataset."):
-            raise errors.ConfigError(f"--{key}: validate.py takes only --dataset.KEY VALUE overrides")
-    config = {"dataset": experiment["dataset"]} if "dataset" in experiment else {}
-    config = schema.check_keys(schema.apply_overrides(config, overrides))
-    return schema.DataArguments(**config["dataset"])
-
-
-def run_precision(experiment: dict) -> str:
-    """The precision the run evaluated in: bf16/fp16 autocast when it trained so (the Trainer evaluates under the
-    same autocast), else fp32. Its reported numbers are reproduced only in the same precision."""
-    training = experiment.get("training", {})
-    return "bf16" if training.get("bf16") else "fp16" if training.get("fp16") else "fp32"
 
 
 def default_output_dir(model: str, dataset: str, split: str) -> Path:
@@ -154,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         experiment = saved_experiment(args.model)
+        for key, _ in overrides:
+            if not key.startswith("dataset."):
+                raise errors.ConfigError(f"--{key}: validate.py takes only --dataset.KEY VALUE overrides")
         data_args = dataset_arguments(experiment, overrides)
         if args.backend == "onnxruntime":
-            require_packages(("onnxruntime",), "--backend onnxruntime")
+            errors.require_packages(("onnxruntime",), "--backend onnxruntime")
             if args.precision not in (None, "fp32"):
                 raise errors.ConfigError(f"--precision {args.precision}: the onnxruntime backend runs the ONNX file "
                                          "as exported (fp32 inputs); drop --precision or use --backend torch")

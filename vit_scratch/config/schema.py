@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vit_scratch.cli.errors import ConfigError
+from vit_scratch.config.ini import read_ini
+from vit_scratch.errors import ConfigError
 
 SECTIONS = ["dataset", "model", "training"]
 EXPERIMENT_FILE = "experiment.json"  # a run's config sections as given (overrides applied), beside its model
@@ -511,21 +512,27 @@ def check_integrations(args) -> None:
 
 
 def _model_config(values: dict):
-    from huggingface_hub.errors import StrictDataclassError
-
-    from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
-
     if values.get("pretrained") is not None:
         return None  # the checkpoint's architecture, merged with these keys by pretrained.load_pretrained
     # num_labels null means "from the data", as leaving it out does
     values = {key: value for key, value in values.items()
               if key != "pretrained" and not (key == "num_labels" and value is None)}
-    try:  # every model rule (validate_architecture), checked now rather than after loading data
+    return model_config("model", **values)  # every model rule, checked now rather than after loading data
+
+
+def model_config(label: str, **values):
+    """`ViTScratchConfig(**values)`, every model rule checked (validate_architecture); a bad value raises
+    ConfigError("LABEL: what is wrong")."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
+
+    try:
         return ViTScratchConfig(**values)
     except (ValueError, StrictDataclassError) as err:
         # huggingface_hub's strict-dataclass errors wrap ours in a header line; keep the informative last line
         message = str(err).strip().splitlines()[-1].strip().removeprefix("ValueError: ").removeprefix("TypeError: ")
-        raise ConfigError(f"model: {message}") from None
+        raise ConfigError(f"{label}: {message}") from None
 
 
 def _training_arguments(kwargs: dict):
@@ -582,8 +589,6 @@ def read_config_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     if path.suffix.lower() in (".ini", ".cfg"):
-        from vit_scratch.cli.ini import read_ini
-
         return read_ini(path)
     if path.suffix.lower() != ".json":
         raise ConfigError(f"config file {str(path)!r}: expected a .json file (or the older project's .ini)")

@@ -9,8 +9,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from vit_scratch.atomic import PathLike, write_text
+from vit_scratch.backends import ONNX_FILES, onnx_files
 from vit_scratch.config.schema import TRAINING_DEFAULTS
-from vit_scratch.onnx_runtime import ONNX_FILES, onnx_files
 
 TAGS = ["image-classification", "vision-transformer", "vit_scratch", "custom_code"]
 # TrainingArguments the card's recipe always shows (besides the keys the config set and TRAINING_DEFAULTS): the
@@ -167,7 +167,7 @@ def _results_rows(results: dict, hardware: str | None) -> list[tuple[str, str]]:
              ("Training time", wall, _duration),
              ("Training throughput", "train_samples_per_second", lambda v: f"{v:,.1f} images/s"),
              ("Hardware", "hardware", str),
-             ("Parameters", "num_parameters", _size),
+             ("Parameters", "num_parameters", _count),
              ("Training images", "train_images", lambda v: f"{v:,}"),
              ("Epochs", "epoch", lambda v: f"{round(v, 2):g}"),
              ("Seed", "seed", str)]
@@ -213,7 +213,7 @@ ONNX_WEIGHTS = {ONNX_FILES["fp32"]: "fp32",
 
 
 def onnx_section(files: list[tuple[str, int]], repo_id: str | None) -> str:
-    """The card's ONNX section for the ONNX files the folder holds ((path, bytes), from onnx_runtime.onnx_files):
+    """The card's ONNX section for the ONNX files the folder holds ((path, bytes), from backends.onnx_files):
     what each is and how to run it without PyTorch; "" when there are none."""
     if not files:
         return ""
@@ -299,7 +299,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min"
 
 
-def _size(count: int) -> str:
+def _count(count: int) -> str:
     """950, 12.2 k, 10.4 M."""
     for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if count >= scale:

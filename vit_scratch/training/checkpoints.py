@@ -19,8 +19,9 @@ from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from vit_scratch.atomic import write_json
-from vit_scratch.cli.errors import ConfigError, check_writable
 from vit_scratch.config.schema import EXPERIMENT_FILE
+from vit_scratch.errors import ConfigError, check_writable
+from vit_scratch.sources import is_local_path
 
 logger = logging.getLogger("vit_scratch")
 
@@ -186,12 +187,12 @@ def load_complete_model(source: str | Path, model_class=None, **kwargs) -> torch
 
 
 def local_source_problem(source: str) -> str | None:
-    """Why `source` (a model folder or Hub id) cannot be a local model folder, or None. A name that exists, or that
-    only a path can be ("./x", "/x", "~/x", "a/b/c"), is a local path: it must be a folder holding config.json.
-    Anything else may be a Hub id (OWNER/NAME) and is left to from_pretrained."""
-    path = Path(source).expanduser()
-    if not (path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1):
+    """Why `source` (a model folder or Hub id) cannot be a local model folder, or None. A local path
+    (sources.is_local_path) must be a folder holding config.json; anything else may be a Hub id and is left to
+    from_pretrained."""
+    if not is_local_path(source):
         return None
+    path = Path(source).expanduser()
     if not path.is_dir():
         return "no such folder"
     if not (path / "config.json").is_file():

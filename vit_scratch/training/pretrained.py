@@ -16,13 +16,13 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoImageProcessor, ViTForImageClassification
 
 from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
 from modeling_vit_scratch.convert import convert_from_transformers_vit
 from modeling_vit_scratch.modeling_vit_scratch import ViTScratchForImageClassification
-from vit_scratch.cli.errors import ConfigError
+from vit_scratch.config.schema import model_config
+from vit_scratch.errors import ConfigError
 from vit_scratch.training.checkpoints import local_source_problem
 
 logger = logging.getLogger("vit_scratch")
@@ -81,11 +81,9 @@ def load_pretrained(source: str, given: dict) -> Pretrained:
                               f"(remove model.{key})")
     fields = [name for name in ViTScratchConfig.__annotations__ if not name.startswith("_")]
     values = {name: given[name] if name in given else getattr(checkpoint.config, name) for name in fields}
-    try:
-        config = ViTScratchConfig(**values, attn_implementation=given.get("attn_implementation"))
-    except (ValueError, StrictDataclassError) as error:  # e.g. an image_size not a multiple of the patch_size
-        message = str(error).strip().splitlines()[-1].strip()
-        raise ConfigError(f"model.pretrained={source!r}: {message}") from None
+    # refuses, e.g., an image_size that is not a multiple of the checkpoint's patch_size
+    config = model_config(f"model.pretrained={source!r}", **values,
+                          attn_implementation=given.get("attn_implementation"))
     mean = std = None
     try:
         processor = AutoImageProcessor.from_pretrained(source)

@@ -21,9 +21,9 @@ from modeling_vit_scratch.configuration_vit_scratch import ViTScratchConfig
 from modeling_vit_scratch.modeling_vit_scratch import ViTScratchForImageClassification
 from vit_scratch.atomic import atomic_path, write_json
 from vit_scratch.augment import BatchAugment
-from vit_scratch.cli.errors import ConfigError
 from vit_scratch.config.schema import Experiment
 from vit_scratch.data import ImageData
+from vit_scratch.errors import ConfigError
 from vit_scratch.examples import EXAMPLES_DIR, write_examples
 from vit_scratch.metrics import build_compute_metrics, confusion_matrix
 from vit_scratch.reporting.card import device_name, effective_config, write_model_card

@@ -25,8 +25,9 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from vit_scratch.augment import BatchAugment
-from vit_scratch.cli.errors import NonFiniteLossError, Preempted
-from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, worker_context
+from vit_scratch.distributed import is_distributed
+from vit_scratch.errors import NonFiniteLossError, Preempted
+from vit_scratch.storage import DeviceImageDataset, StreamImageDataset, collate_batch, worker_context
 from vit_scratch.training.checkpoints import (
     MANIFEST_FILE,
     TRAINING_WEIGHTS_NAME,
@@ -40,11 +41,6 @@ from vit_scratch.training.writes import failed_writes_end_the_run
 logger = logging.getLogger("vit_scratch")
 
 NO_DECAY_SUFFIXES = ("bias", "cls_token", "position_embeddings")
-
-
-def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`__getitems__` already returns the batch; nothing to stack."""
-    return batch
 
 
 class NonFiniteLossCallback(TrainerCallback):
@@ -78,14 +74,9 @@ class EMACallback(TrainerCallback):
         self.trainer.ema.update(state.global_step + 1)  # the Trainer counts this step only after the callback
 
 
-def _distributed() -> bool:
-    """Several processes joined by torch.distributed (a multi-process `accelerate launch`)."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def _any_process(flag: bool, group=None) -> bool:
     """True on every process when `flag` is true on any of them (a no-op without torch.distributed)."""
-    if not _distributed():
+    if not is_distributed():
         return flag
     value = torch.tensor([int(flag)])
     dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
@@ -125,7 +116,7 @@ class PreemptionCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.requested, self.stopped_at = False, None
-        if _distributed() and self._group is None:
+        if is_distributed() and self._group is None:
             # A CPU group for the flag: the default group may be NCCL, which cannot reduce CPU tensors.
             self._group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
@@ -326,7 +317,7 @@ class ViTScratchTrainer(Trainer):
 
     def raise_if_nonfinite(self):
         step = self._first_nonfinite_step
-        if _distributed():
+        if is_distributed():
             # Every process must stop at the same point (the loss is per process; one bad rank poisons all
             # weights through the gradient all-reduce): take the earliest bad step of any process.
             never = torch.iinfo(torch.int64).max

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from vit_scratch.cli.errors import WriteFailed
+from vit_scratch.errors import WriteFailed
 from vit_scratch.training.checkpoints import EXPERIMENT_FILE, latest_complete_checkpoint
 
 logger = logging.getLogger("vit_scratch")

@@ -1,9 +1,11 @@
-"""Every error a run reports to the user, in one stdlib-only module (train.py imports it before anything heavy).
+"""Every error the package reports to the user, and the two checks that raise them before any work: the ground floor
+every other module stands on (standard library only; train.py imports it before anything heavy).
 
 `ConfigError` and `DataError` stop a run before training (`error: ...`, exit 2); `TrainingStopped` subclasses end a
-run early with their own exit status. `check_writable` is the one check of an output path before any work.
+run early with their own exit status. `check_writable` checks an output path, `require_packages` an optional package.
 """
 
+import importlib.util
 import signal
 import tempfile
 from pathlib import Path
@@ -66,3 +68,13 @@ def _check_writable(path: Path, label: str, folder: bool) -> None:
         if existing == path:
             raise ConfigError(f"{label}: cannot write into it ({err.strerror})") from None
         raise ConfigError(f"{label}: cannot create it (making a folder in {existing} fails: {err.strerror})") from None
+
+
+EXPORT_EXTRA = 'pip install -e ".[export]"'  # onnx, onnxscript, onnxruntime
+
+
+def require_packages(packages, what: str) -> None:
+    """An optional package missing (checked without importing it) -> ConfigError naming the `export` extra."""
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"{what} needs {', '.join(missing)}, not installed: `{EXPORT_EXTRA}` (the `export` extra)")

@@ -23,7 +23,7 @@ import configparser
 import json
 from pathlib import Path
 
-from vit_scratch.cli.errors import ConfigError
+from vit_scratch.errors import ConfigError
 
 CIFAR_ARCHIVES = ("cifar-10-python.tar.gz", "cifar-10-batches-py")
 DATASET_NAMES = {"cifar10": "uoft-cs/cifar10"}
