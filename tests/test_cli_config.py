@@ -171,6 +171,25 @@ def test_bad_values_fail_naming_the_key(config, message):
         build_experiment(config)
 
 
+def test_no_validation_split_with_an_eval_strategy_fails_before_any_data(tmp_path, capsys):
+    """Refused by build_experiment, which reads no data: the dataset here does not exist, and the error is still
+    about the config (train.py exits 2 with it before it opens the data or creates the output folder)."""
+    import train
+
+    missing = str(tmp_path / "no-such-dataset")
+    config = {"dataset": {"name": missing, "validation_size": 0}, "training": {"output_dir": str(tmp_path / "out")}}
+    with pytest.raises(ConfigError, match=r"^dataset.validation_size=0 leaves nothing to evaluate on: set "
+                                          r"training.eval_strategy='no' and training.load_best_model_at_end=false"):
+        build_experiment(config)
+    config["training"].update(eval_strategy="no", load_best_model_at_end=False)
+    assert build_experiment(config).dataset.validation_size == 0
+
+    assert train.main(["--config", str(REPO / "configs" / "cifar10.json"), "--dataset.name", missing,
+                       "--dataset.validation_size", "0", "--training.output_dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: dataset.validation_size=0 leaves nothing to evaluate on")
+    assert not (tmp_path / "out").exists()
+
+
 def test_malformed_json_names_the_line(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"training": {\n  "learning_rate": 0.1,\n}}')

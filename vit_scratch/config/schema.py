@@ -478,9 +478,12 @@ def build_experiment(config: dict, seed: int | None = None) -> Experiment:
     if seed is not None:
         config["training"]["seed"] = seed
     training = _training_arguments({**TRAINING_DEFAULTS, **config["training"]})
+    dataset = DataArguments(**config["dataset"])
+    if training.eval_strategy != "no" and dataset.validation_size == 0:
+        raise ConfigError("dataset.validation_size=0 leaves nothing to evaluate on: set training.eval_strategy='no' "
+                          "and training.load_best_model_at_end=false, or hold out a validation split")
     check_integrations(training)
-    return Experiment(dataset=DataArguments(**config["dataset"]), model=_model_config(config["model"]),
-                      training=training, raw=config)
+    return Experiment(dataset=dataset, model=_model_config(config["model"]), training=training, raw=config)
 
 
 def check_integrations(args) -> None:
