@@ -67,6 +67,56 @@ def imports_of(path) -> set[str]:
     return found
 
 
+def imported_names(source: str, module: str) -> set[str]:
+    """Every dotted name `source` (the text of `module`) imports: `import a.b` -> a.b; `from a import b` -> a and a.b
+    (b may be a module); relative imports resolved; at module level or inside functions; also
+    `importlib.import_module("a.b")` and `__import__("a.b")` with a literal name."""
+    package = module.rsplit(".", 1)[0]
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            names |= {target} | {f"{target}.{alias.name}" for alias in node.names}
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in
+              ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+            names.add(node.args[0].value)
+    return names
+
+
+def imports_from_cli(names: set[str]) -> list[str]:
+    return sorted(n for n in names if n == "vit_scratch.cli" or n.startswith("vit_scratch.cli."))
+
+
+def test_no_module_outside_cli_imports_from_cli():
+    """The command line stands on the package, never under it: no module of vit_scratch outside vit_scratch/cli/ (nor
+    of modeling_vit_scratch) imports anything of cli/, in any form."""
+    planted = {  # the detector itself: each of these forms is found
+        "import vit_scratch.cli.args": "vit_scratch.data",
+        "from vit_scratch.cli import args": "vit_scratch.data",
+        "from vit_scratch import cli": "vit_scratch.data",
+        "def f():\n    from ..cli.validate import main": "vit_scratch.training.run",
+        "from .cli import args": "vit_scratch.__init__",
+        "import importlib\nimportlib.import_module('vit_scratch.cli.args')": "vit_scratch.data",
+    }
+    for source, module in planted.items():
+        assert imports_from_cli(imported_names(source, module)), source
+    assert not imports_from_cli(imported_names("from vit_scratch import client, errors", "vit_scratch.data"))
+
+    offenders = {}
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            if (REPO / "vit_scratch" / "cli") in path.parents:
+                continue
+            module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            if found := imports_from_cli(imported_names(path.read_text(), module)):
+                offenders[module] = found
+    assert not offenders, f"modules outside vit_scratch/cli/ that import from it: {offenders}"
+
+
 def test_no_import_cycle():
     graph = {".".join(p.relative_to(REPO).with_suffix("").parts): imports_of(p)
              for package in PACKAGES for p in package.rglob("*.py")}
@@ -159,7 +209,8 @@ def test_key_docs_read_from_source_match_the_classes():
 
 # A module's folder says whether it may import torch: these folders (and modules) import the standard library only,
 # so the command line answers --help and config errors at once. Everything else in vit_scratch may import torch.
-STDLIB_ONLY = ("vit_scratch/__init__.py", "vit_scratch/cli", "vit_scratch/config", "vit_scratch/atomic.py")
+STDLIB_ONLY = ("vit_scratch/__init__.py", "vit_scratch/cli", "vit_scratch/config", "vit_scratch/atomic.py",
+               "vit_scratch/errors.py", "vit_scratch/backends.py", "vit_scratch/sources.py")
 HEAVY = ("torch", "transformers", "datasets", "numpy", "matplotlib", "huggingface_hub", "modeling_vit_scratch")
 
 
