@@ -9,7 +9,7 @@ def is_distributed() -> bool:
 
 
 def end_process_group() -> None:
-    """End a multi-process launch's process group while the interpreter is whole: Gloo's threads outliving it abort
-    the process at exit ("terminate called without an active exception", seen in a 2-process CPU launch)."""
+    """End a multi-process launch's process group while the interpreter is whole: Gloo's threads outliving it can
+    abort the process at exit ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

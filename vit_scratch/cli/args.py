@@ -1,4 +1,4 @@
-"""What the three entry points share: overrides on the command line, the error line, common flags (stdlib only)."""
+"""What the entry points share: overrides on the command line, the error line, common flags (stdlib only)."""
 
 import argparse
 import logging

@@ -36,8 +36,8 @@ TRAINING_WEIGHTS_NAME = "training_weights.safetensors"
 
 
 def file_crc32c(path: Path) -> str:
-    """The file's CRC-32C (Castagnoli), hardware-accelerated, over the file mapped into memory (no copy): ~3-4 GB/s
-    here, where sha256 made ~0.45 GB/s (bench/manifest.py: its cost against the save of a checkpoint)."""
+    """The file's CRC-32C (Castagnoli), hardware-accelerated, over the file mapped into memory (no copy): several
+    times sha256's speed, so that it hides beside training (bench/manifest.py: its cost against a checkpoint's save)."""
     import crc32c
 
     with open(path, "rb") as f:
@@ -60,8 +60,8 @@ def write_manifest(folder: str | Path, files: list[str] | None = None) -> None:
 
 
 class ManifestWriter:
-    """`write_manifest(folder)` in a background thread: the checksums (~30 ms per 125 MB here, bench/manifest.py)
-    run beside the next training steps instead of stopping them. `finish()` waits for it and raises what it raised;
+    """`write_manifest(folder)` in a background thread: the checksums (bench/manifest.py times them) run beside the
+    next training steps instead of stopping them. `finish()` waits for it and raises what it raised;
     until then the folder has no manifest, so it is not yet complete (a kill in between leaves it incomplete)."""
 
     def __init__(self, folder: Path):

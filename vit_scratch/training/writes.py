@@ -25,13 +25,13 @@ from vit_scratch.training.checkpoints import EXPERIMENT_FILE, latest_complete_ch
 logger = logging.getLogger("vit_scratch")
 
 # torch.save's C++ writer on a failed write: "[enforce fail at inline_container.cc:...] . unexpected pos ..." (a full
-# disk, measured with torch 2.13), "PytorchStreamWriter failed writing file ..." or "basic_ios::clear: iostream error".
+# disk), "PytorchStreamWriter failed writing file ..." or "basic_ios::clear: iostream error".
 TORCH_WRITER_FAILED = re.compile(r"inline_container|PytorchStreamWriter|iostream error")
 # OSErrors that are not a file failing to be written (huggingface_hub's HTTP errors are OSErrors too).
 NOT_FILE_ERRORS = (ConnectionError, TimeoutError)
 NETWORK_LIBRARIES = ("huggingface_hub", "requests", "httpx", "httpcore", "urllib3")
 # What a checkpoint holds besides the weights and the optimizer state: trainer_state.json, training_args.bin, the
-# RNG and scheduler states, config and processor JSON (measured: ~30 kB with a short log history; it grows with it).
+# RNG and scheduler states, config and processor JSON (tens of kB with a short log history; it grows with it).
 CHECKPOINT_EXTRA_BYTES = 100_000
 
 
