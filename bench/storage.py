@@ -176,7 +176,7 @@ def child(args) -> dict:
 
 def data_path_child(args) -> dict:
     """The data path alone, the modes interleaved in one process: the Trainer's own train dataloader (sampler,
-    accelerate's wrapper, stream's workers) and `_prepare_inputs` (to the device, augmentation, normalisation), no
+    accelerate's wrapper, stream's workers), to the device, then `model_inputs` (augmentation, normalisation), no
     model step. `--rounds` rounds of `--batches` batches per mode; img/s is each mode's total images over its
     total time (a GPU synchronised at the end of each block)."""
     import torch
@@ -235,14 +235,15 @@ def data_path_child(args) -> dict:
 
 
 def take(state: list):
-    """The next batch of a [trainer, loader, iterator] through `_prepare_inputs` (a new epoch when one ends)."""
+    """The next batch of a [trainer, loader, iterator] on the device, as the model takes it (a new epoch when one
+    ends)."""
     trainer, loader, iterator = state
     try:
         batch = next(iterator)
     except StopIteration:
         state[2] = iter(loader)
         batch = next(state[2])
-    return trainer._prepare_inputs(batch)
+    return trainer.model_inputs(trainer._prepare_inputs(batch), training=trainer.model.training)
 
 
 # ----------------------------------------------------------------------------------------------- the driver
@@ -361,7 +362,7 @@ def main() -> None:
                   f"device mode's {device['img_per_s']:.0f} img/s needs "
                   f"{math.ceil(device['img_per_s'] / r['decode_img_per_s_per_worker'])} worker(s) per process")
     if paths:
-        print(f"\ndata path only (the Trainer's dataloader + _prepare_inputs, no model), modes interleaved in one "
+        print(f"\ndata path only (the Trainer's dataloader + model_inputs, no model), modes interleaved in one "
               f"process, {args.rounds} x {args.batches} batches of {args.batch} each:")
         print("| images | " + " | ".join(f"{m} img/s" for m in args.modes) + " | " +
               " | ".join(f"{m} / device" for m in args.modes if m != "device") + " |")

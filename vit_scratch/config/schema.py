@@ -166,6 +166,8 @@ RANGES = {
     "training.deepspeed": (_file_or_object, "must be a JSON object or the path of a DeepSpeed config file that "
                                             "exists"),
     "training.ema_decay": (lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.999, or null (off)"),
+    "training.train_sampling_strategy": (lambda v: v in ("random", "sequential"),
+                                         "must be 'random' or 'sequential' (images have no length to group by)"),
 }
 
 NULL_REFUSED = {"training.report_to"}  # the annotation allows null, transformers then fails on it

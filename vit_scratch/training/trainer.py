@@ -2,8 +2,12 @@
 
 The datasets (`vit_scratch/storage.py`) cut a whole batch with one op, held on the device, gathered in host memory
 or decoded by DataLoader workers; `ViTScratchTrainer` augments and normalises on the device, never waits for it
-inside a step, and stops early (NaN/inf, SIGTERM) by raising `errors.TrainingStopped`. The details are told where
-they are done, below.
+inside a step, and stops early (NaN/inf, SIGTERM) by raising `errors.TrainingStopped`.
+
+It changes the Trainer through the seams transformers documents for this: `compute_loss` (augmentation),
+`get_train_dataloader` / `get_eval_dataloader` / `get_test_dataloader`, `training_step`, `save_model`, `evaluate`,
+`train` and callbacks. One private method is overridden, `_run_epoch`, where no public seam can act;
+tests/test_trainer_contract.py fails when transformers changes what that override, or any seam, relies on.
 """
 
 import contextlib
@@ -14,15 +18,17 @@ import shutil
 import signal
 import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length, seed_worker
 
 from vit_scratch.augment import BatchAugment
 from vit_scratch.distributed import is_distributed
@@ -72,6 +78,16 @@ class EMACallback(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.trainer.ema.update(state.global_step + 1)  # the Trainer counts this step only after the callback
+
+
+class CheckpointSavedCallback(TrainerCallback):
+    """After every checkpoint (all of its files written, on every process): its manifest is started."""
+
+    def __init__(self, trainer: "ViTScratchTrainer"):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        self.trainer.checkpoint_saved()
 
 
 def _any_process(flag: bool, group=None) -> bool:
@@ -130,9 +146,9 @@ class PreemptionCallback(TrainerCallback):
 
 
 def _ask_once_whether_lomo_is_installed() -> None:
-    """accelerate (1.15) asks importlib on every optimizer step, twice, whether the optional `lomo_optim` package is
-    installed: a search of sys.path, ~0.3 ms each on a 2-core machine, 40% of the Trainer's own per-step overhead
-    with a tiny model (bench/overhead.py). The answer cannot change during a run: cache it."""
+    """accelerate asks importlib on every optimizer step whether the optional `lomo_optim` package is installed, a
+    search of sys.path that was a large part of the Trainer's own per-step cost with a tiny model (bench/overhead.py).
+    The answer cannot change during a run: cache it."""
     import accelerate.optimizer
 
     check = getattr(accelerate.optimizer, "is_lomo_available", None)
@@ -176,14 +192,16 @@ class ViTScratchTrainer(Trainer):
         # training batches; compiled lazily on the first batch, like the model.
         self._train_augment = torch.compile(self.augment, dynamic=False) if self.args.torch_compile else self.augment
         self._flops_per_input = None
+        self._writing: Path | None = None  # the checkpoint folder being written, until its on_save
         self._manifest: ManifestWriter | None = None  # the newest checkpoint's, being written
         for dataset in (self.train_dataset, *self._eval_datasets()):
             self._on_device(dataset)
-        self.label_smoother = None  # folded into the augmentation's soft targets (see the module docstring)
+        self.label_smoother = None  # folded into the augmentation's soft targets (see vit_scratch/augment.py)
         self._first_nonfinite_step = torch.tensor(-1, device=device)
         self.add_callback(NonFiniteLossCallback(self))
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption)
+        self.add_callback(CheckpointSavedCallback(self))
         self.ema: WeightEMA | None = None  # during train() with training.ema_decay; then the model holds the average
         self._resume_from: str | None = None
         if getattr(self.args, "ema_decay", None) is not None:
@@ -204,14 +222,19 @@ class ViTScratchTrainer(Trainer):
         if self._progress:
             self._progress.label = label
 
+    # ---- the run
+
     def train(self, resume_from_checkpoint: str | None = None, *args, **kwargs):
-        self._resume_from = resume_from_checkpoint
+        self._resume_from, self._writing = resume_from_checkpoint, None
         with self.preemption.handling_sigterm():
             try:
                 result = super().train(resume_from_checkpoint, *args, **kwargs)
             except BaseException:
                 if self._manifest is not None:  # the checkpoint it completes is the one to resume from
                     self._manifest.thread.join()
+                if self._writing is not None:  # a checkpoint's file failed to be written: say which, and why
+                    with failed_writes_end_the_run(self.args.output_dir, into=self._writing):
+                        raise
                 raise
             self.finish_manifest()
         step = self.preemption.stopped_at
@@ -236,77 +259,41 @@ class ViTScratchTrainer(Trainer):
             with torch.no_grad():
                 torch._foreach_copy_(self.ema.live, [weights[name] for name in self.ema.names])
 
-    def predict(self, test_dataset, *args, **kwargs):
-        return super().predict(self._on_device(test_dataset), *args, **kwargs)
-
-    def evaluate(self, eval_dataset=None, *args, **kwargs):
-        with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():  # during training
-            return super().evaluate(self._on_device(eval_dataset), *args, **kwargs)
-
-    def _on_device(self, dataset):
-        """A DeviceImageDataset moves to the training device (once; a no-op after); other datasets pass through."""
-        if isinstance(dataset, DeviceImageDataset):
-            dataset.to(self.args.device)
-        return dataset
-
     def _run_epoch(self, *args, **kwargs):
-        # Resumed from the final checkpoint (a run stopped during its final evaluation/save, or preempted at its
-        # last step): transformers 5.23 would still enter the epoch and train one step past max_steps whenever
-        # max_steps is not a multiple of the epoch length.
+        # Private, as no public seam acts before an epoch's first step: resumed from the final checkpoint (a run stopped
+        # during its final evaluation or save, or preempted at its last step), the Trainer would enter the epoch and
+        # train one step past max_steps whenever max_steps is not a multiple of the epoch length.
         if self.state.global_step >= self.state.max_steps > 0:
             self.control.should_training_stop = True
             return
         return super()._run_epoch(*args, **kwargs)
 
-    def _eval_datasets(self) -> list:
-        if isinstance(self.eval_dataset, dict):
-            return list(self.eval_dataset.values())
-        return [self.eval_dataset] if self.eval_dataset is not None else []
+    def evaluate(self, eval_dataset=None, *args, **kwargs):
+        with self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext():  # during training
+            return super().evaluate(eval_dataset, *args, **kwargs)
 
-    def _prepare_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        inputs = super()._prepare_inputs(inputs)
-        images, labels = inputs["pixel_values"], inputs["labels"]
-        if images.dtype != torch.uint8:  # already model inputs (e.g. a user-supplied float dataset)
-            return inputs
-        if self.model.training:
+    # ---- a step
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss on a batch of uint8 images: augmented on the device while training (its soft targets
+        carry mixup/cutmix and label smoothing), only normalised in evaluation."""
+        return super().compute_loss(model, self.model_inputs(inputs, training=model.training), return_outputs,
+                                    num_items_in_batch)
+
+    def model_inputs(self, batch: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
+        """A batch as the model takes it: uint8 images [B, C, H, W] -> augmented (training) or normalised float
+        pixels; labels [B] -> soft targets [B, num_labels] when training. Float images (a user's own dataset of
+        model inputs) pass as they are."""
+        images, labels = batch["pixel_values"], batch["labels"]
+        if images.dtype != torch.uint8:
+            return batch
+        if training:
             pixel_values, labels = self._train_augment(images, labels)
         else:
             pixel_values = self.augment.normalize(images)
             if self.args.torch_compile:  # one evaluation graph for every batch size: no recompile on the last batch
                 torch._dynamo.mark_dynamic(pixel_values, 0)
         return {"pixel_values": pixel_values, "labels": labels}
-
-    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
-                        dataloader_key=None):
-        # transformers applies `dataloader_drop_last` to every dataloader; here training always drops its last partial
-        # batch (same shapes every step; no tiny last step) and evaluation never does (every image counts).
-        # Only streamed data has work for worker processes (decoding), and only it comes in pageable memory that a
-        # GPU run pins (HostImageDataset pins its own buffers).
-        # Workers are forked unless the config says otherwise (storage.worker_context says why).
-        args, stream = self.args, isinstance(dataset, StreamImageDataset)
-        names = ("dataloader_drop_last", "dataloader_num_workers", "dataloader_pin_memory",
-                 "dataloader_multiprocessing_context")
-        saved = [getattr(args, name) for name in names]
-        args.dataloader_drop_last = is_training
-        args.dataloader_num_workers = args.dataloader_num_workers if stream else 0
-        args.dataloader_pin_memory = stream and args.device.type == "cuda"
-        if args.dataloader_num_workers:
-            args.dataloader_multiprocessing_context = worker_context(args.dataloader_multiprocessing_context)
-        try:
-            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
-        finally:
-            for name, value in zip(names, saved, strict=True):
-                setattr(args, name, value)
-
-    def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
-        """6 x parameters (without embeddings) x tokens per batch, for `total_flos`. transformers recounts the
-        parameters on every step (a walk over all modules) and multiplies by the pixel count; count once, use tokens."""
-        if self._flops_per_input is None:
-            model = self.accelerator.unwrap_model(self.model)
-            config = model.config
-            tokens = (config.image_size // config.patch_size) ** 2 + 1
-            self._flops_per_input = 6 * model.num_parameters(exclude_embeddings=True) * tokens
-        return self._flops_per_input * len(inputs["pixel_values"])
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -334,29 +321,112 @@ class ViTScratchTrainer(Trainer):
                 "Lower training.learning_rate, raise training.warmup_steps or set training.max_grad_norm."
             )
 
+    def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
+        """6 x parameters (without embeddings) x tokens per batch, for `total_flos`. transformers recounts the
+        parameters on every step (a walk over all modules) and multiplies by the pixel count; count once, use tokens."""
+        if self._flops_per_input is None:
+            model = self.accelerator.unwrap_model(self.model)
+            config = model.config
+            tokens = (config.image_size // config.patch_size) ** 2 + 1
+            self._flops_per_input = 6 * model.num_parameters(exclude_embeddings=True) * tokens
+        return self._flops_per_input * len(inputs["pixel_values"])
+
     def get_decay_parameter_names(self, model) -> list[str]:
         return [n for n in super().get_decay_parameter_names(model) if not n.endswith(NO_DECAY_SUFFIXES)]
 
-    def _save_checkpoint(self, model, trial) -> None:
+    # ---- data
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        return self._dataloader(self.train_dataset, self._train_batch_size, training=True)
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        if isinstance(eval_dataset, str):  # a name in a dict of eval datasets
+            eval_dataset = self.eval_dataset[eval_dataset]
+        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if eval_dataset is None:
+            raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        return self._dataloader(eval_dataset, self.args.eval_batch_size, training=False)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        return self._dataloader(test_dataset, self.args.eval_batch_size, training=False)
+
+    def _dataloader(self, dataset, batch_size: int, training: bool) -> DataLoader:
+        """A DataLoader of `dataset` prepared by accelerate (sharded across processes, batches sent to the device).
+
+        Training drops its last partial batch (the same shapes every step, no tiny last step); evaluation never does
+        (every image counts). Only streamed data has work for worker processes (decoding), forked unless the config
+        says otherwise (storage.worker_context says why), and only it comes in pageable memory that a GPU run pins
+        (HostImageDataset pins its own buffers)."""
+        args = self.args
+        self._on_device(dataset)
+        stream = isinstance(dataset, StreamImageDataset)
+        workers = args.dataloader_num_workers if stream else 0
+        sequential = not training or args.train_sampling_strategy == "sequential"
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=SequentialSampler(dataset) if sequential else RandomSampler(dataset),
+            drop_last=training,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=stream and args.device.type == "cuda",
+            multiprocessing_context=worker_context(args.dataloader_multiprocessing_context) if workers else None,
+            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index) if training else None,
+            in_order=args.dataloader_in_order,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _on_device(self, dataset):
+        """A DeviceImageDataset moves to the training device (once; a no-op after); other datasets pass through."""
+        if isinstance(dataset, DeviceImageDataset):
+            dataset.to(self.args.device)
+        return dataset
+
+    def _eval_datasets(self) -> list:
+        if isinstance(self.eval_dataset, dict):
+            return list(self.eval_dataset.values())
+        return [self.eval_dataset] if self.eval_dataset is not None else []
+
+    # ---- saving
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The final model into `output_dir` (staged, then renamed in, with its manifest), or a checkpoint: the Trainer
+        saves a checkpoint's model first, then its optimizer, RNG and trainer state, then calls `on_save`
+        (`checkpoint_saved`). With EMA, a checkpoint's model.safetensors is the average (what its evaluation measured,
+        what load_best_model_at_end and a push take); the weights training goes on from are saved first, beside it."""
+        target = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if target.resolve() == Path(self.args.output_dir).resolve():
+            self._save_final_model(target)
+            if self.args.push_to_hub and not _internal_call:
+                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+            return
         self.finish_manifest()  # the previous checkpoint's, before this save's rotation may remove its folder
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        with failed_writes_end_the_run(self.args.output_dir, into=folder):
-            if self.ema is None:
-                super()._save_checkpoint(model, trial)
-            else:
-                # With EMA, a checkpoint's model.safetensors is the average (what its evaluation measured, what
-                # load_best_model_at_end and a push take); the weights training goes on from are saved first, beside
-                # it.
-                with self.ema.swapped_in() as own_weights:
-                    if self.args.should_save:
-                        folder.mkdir(parents=True, exist_ok=True)
-                        save_file({name: t.contiguous() for name, t in own_weights.items()},
-                                  str(folder / TRAINING_WEIGHTS_NAME), metadata={"format": "pt"})
-                    super()._save_checkpoint(model, trial)
-            self.accelerator.wait_for_everyone()  # every process's RNG state is written
-        # The manifest comes last, over every file then in the folder, so that a file added above is covered and a
-        # checkpoint without one is incomplete. Its checksums run beside the next steps (finish_manifest waits).
-        if self.args.should_save:
+        self._writing = target
+        if self.ema is None:
+            super().save_model(str(target), _internal_call)
+        else:
+            with self.ema.swapped_in() as own_weights:
+                if self.args.should_save:
+                    target.mkdir(parents=True, exist_ok=True)
+                    save_file({name: t.contiguous() for name, t in own_weights.items()},
+                              str(target / TRAINING_WEIGHTS_NAME), metadata={"format": "pt"})
+                super().save_model(str(target), _internal_call)
+        if self.args.push_to_hub and self.is_world_process_zero():
+            # A push from a checkpoint uploads output_dir, into which transformers copies the weights and config but
+            # not the model's code: without it an intermediate Hub revision would not load with trust_remote_code.
+            for code_file in target.glob("*.py"):
+                shutil.copy(code_file, Path(self.args.output_dir) / code_file.name)
+
+    def checkpoint_saved(self) -> None:
+        """Every process has written its part of the checkpoint (its RNG state): the manifest comes last, over every
+        file then in the folder, so that a file added above is covered and a checkpoint without one is incomplete.
+        Its checksums run beside the next steps (finish_manifest waits)."""
+        self.accelerator.wait_for_everyone()
+        folder, self._writing = self._writing, None
+        if folder is not None and self.args.should_save:
             self._manifest = ManifestWriter(folder)
 
     def finish_manifest(self) -> None:
@@ -366,16 +436,17 @@ class ViTScratchTrainer(Trainer):
             with failed_writes_end_the_run(self.args.output_dir, into=writer.folder):
                 writer.finish()
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        target = Path(output_dir if output_dir is not None else self.args.output_dir)
-        if not self.args.should_save or target.resolve() != Path(self.args.output_dir).resolve():
-            return super()._save(output_dir, state_dict)  # a checkpoint (or a rank that writes nothing)
+    def _save_final_model(self, target: Path) -> None:
+        """Written into a staging folder, then renamed in (the weights last), then its manifest: a run that dies
+        here leaves the previous model or none, never a half-written one."""
+        if not self.args.should_save:
+            return super().save_model(str(target), _internal_call=True)  # a rank that writes nothing
         with failed_writes_end_the_run(self.args.output_dir):
             target.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=target, prefix=".saving-"))
         try:
             with failed_writes_end_the_run(self.args.output_dir, into=staging, shown_in=target):
-                super()._save(str(staging), state_dict)
+                super().save_model(str(staging), _internal_call=True)
                 saved = sorted(staging.iterdir(), key=lambda p: p.name.startswith("model.safetensors"))
                 files = [path.name for path in saved if path.is_file() and path.name != TRAINING_ARGS_NAME]
                 (target / MANIFEST_FILE).unlink(missing_ok=True)  # the old model's, if any, no longer applies
@@ -386,14 +457,6 @@ class ViTScratchTrainer(Trainer):
                 write_manifest(target, files=files)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # transformers copies weights and config but not custom code: without these files an intermediate Hub
-        # revision would not load with trust_remote_code=True.
-        if self.is_world_process_zero():
-            for code_file in Path(checkpoint_folder).glob("*.py"):
-                shutil.copy(code_file, Path(self.args.output_dir) / code_file.name)
-        super()._push_from_checkpoint(checkpoint_folder)
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Our card is written by `reporting.card.write_model_card`; the automatic one would overwrite it."""
