@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/cifar10.json
 ARGS   ?=
 
-.PHONY: install test train bench bench-accuracy keys lint clean
+.PHONY: install test train bench bench-accuracy keys docs lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,14 @@ bench: $(STAMP)
 bench-accuracy: $(STAMP)
 	$(BIN)/python bench/time_to_accuracy.py --config $(CONFIG) $(ARGS)
 
-# The config keys' snapshot (vit_scratch/config/keys.json) from the real classes: run after upgrading transformers.
+# The config keys' snapshot (vit_scratch/config/keys.json) from the real classes, then docs/configuration.md's
+# reference from it: run after upgrading transformers or changing a key.
 keys: $(STAMP)
 	$(BIN)/python -m vit_scratch.config.make_keys
+
+# docs/configuration.md's generated reference from keys.json alone (standard library, no transformers).
+docs: $(STAMP)
+	$(BIN)/python -m vit_scratch.config.make_keys --docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """The older project's INI config (`python run.py [-s SEED] config.ini`) -> our three sections.
 
-Its sections and keys, and where each goes (also printed by train.py and documented in the README):
+Its sections and keys, and where each goes (also printed by train.py and documented in docs/configuration.md):
 
     [dataset]    dir          -> dataset.name when it holds the CIFAR-10 python archive, else dataset.cache_dir
                  name         -> dataset.name = "uoft-cs/cifar10" (CIFAR10 was the only accepted value)

@@ -445,7 +445,7 @@ def _check_names(section: str, values, known) -> None:
             raise ConfigError(f"{full} is not allowed: {FORBIDDEN_KEYS[full]}")
         if key not in known:
             hint = _closest(key, known) or (
-                f" (allowed: {', '.join(sorted(known))})" if len(known) <= 30 else " (see the README)")
+                f" (allowed: {', '.join(sorted(known))})" if len(known) <= 30 else " (see docs/configuration.md)")
             raise ConfigError(f"unknown key {full}{hint}")
         if isinstance(known, dict) and isinstance(known[key], dict):  # a nested section (dataset.augmentation)
             _check_names(full, value, known[key])
