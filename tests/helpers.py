@@ -20,13 +20,22 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMEOUT = 300
 
-TINY_MODEL = ["--model.hidden_size", "32", "--model.num_hidden_layers", "1", "--model.num_attention_heads", "2",
-              "--model.intermediate_size", "64"]
+# The tiny model: the one size every test trains or builds. A test that needs another derives from it ({**TINY, ...})
+# and says why.
+TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_MODEL = [arg for key, value in TINY.items() for arg in (f"--model.{key}", str(value))]  # as train.py overrides
 # No dropout, no augmentation: a step's loss depends only on the weights and WHICH images the batch holds, so runs
 # that shard the same global batch differently must agree.
 DETERMINISTIC = ["--model.hidden_dropout_prob", "0", "--dataset.augmentation.random_crop_padding", "0",
                  "--dataset.augmentation.horizontal_flip", "false"]
 GLOBAL_BATCH, STEPS, TRAIN_IMAGES, EVAL_IMAGES = 16, 4, 64, 64  # 64 / 16 = 4 steps = exactly one epoch
+
+
+def tiny_config(**overrides):
+    """ViTScratchConfig of the tiny model (32 px images, 4 px patches by default), with `overrides`."""
+    from modeling_vit_scratch import ViTScratchConfig
+
+    return ViTScratchConfig(**{**TINY, **overrides})
 
 
 def subprocess_env(**extra) -> dict:

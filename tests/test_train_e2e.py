@@ -5,7 +5,8 @@ Every run is tiny (a 12k-parameter model, 64 training images, a few steps) and t
 module-scoped fixtures. Subprocesses run with OMP_NUM_THREADS=1: `accelerate launch` sets exactly that when it is
 unset, so `python train.py` and `accelerate launch` only give bit-identical weights with the same thread count
 (with 2 threads against 1 the float reductions differ, ~1e-8); it is also much faster on a shared 2-core machine.
-Faults (kill/resume, SIGTERM, NaN, bad data, determinism across seeds) are tests/test_faults.py's.
+Faults (kill/resume, SIGTERM, NaN, bad data, determinism across seeds) use tests/faults_harness.py: see the test_*
+files named after each (test_resume_sigkill.py, test_preemption.py, test_nonfinite.py, ...).
 """
 
 import hashlib
