@@ -15,9 +15,7 @@ from vit_scratch.cli.errors import ConfigError
 from vit_scratch.training.pretrained import load_pretrained
 from vit_scratch.training.run import with_labels
 
-from .helpers import CIFAR10_CLASSES, CONFIG, PYTHON, check_ok, read_json, run, tiny_run_args
-
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}  # = TINY_MODEL
+from .helpers import CIFAR10_CLASSES, CONFIG, PYTHON, TINY, check_ok, read_json, run, tiny_run_args
 
 
 @pytest.fixture(scope="module")

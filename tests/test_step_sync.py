@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from .helpers import REPO, subprocess_env
+from .helpers import REPO, TINY, subprocess_env
 
 sys.path.insert(0, str(REPO / "bench"))  # the benchmarks' shared step helpers
 from steps import SyncError, SyncTrap, _HostReadTrap, experiment_for, random_split, trainer_seconds  # noqa: E402
@@ -22,8 +22,9 @@ EVERYTHING_ON = {
     "dataset": {"augmentation": {"random_crop_padding": 4, "horizontal_flip": True, "policy": "randaugment",
                                  "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mix_prob": 0.5,
                                  "random_erasing_prob": 0.25}},
-    "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
-              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "drop_path_rate": 0.1},
+    # 2 layers: drop-path's rate is 0 at the first block, so one layer would leave it unexercised.
+    "model": {**TINY, "num_hidden_layers": 2, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+              "drop_path_rate": 0.1},
     "training": {"learning_rate": 1e-3, "lr_scheduler_type": "cosine", "warmup_steps": 2, "max_grad_norm": 1.0,
                  "label_smoothing_factor": 0.1, "logging_steps": 100, "optim": "adamw_torch", "seed": 0},
 }

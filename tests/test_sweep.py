@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import PNG_MAGIC, REPO
+from .helpers import PNG_MAGIC, REPO, TINY
 
 sys.path.insert(0, str(REPO / "bench"))
 from steps import bare_train, evaluate  # noqa: E402
@@ -93,7 +93,8 @@ def test_bare_loop_learns_and_counts_steps_as_the_trainer(cifar10_path):
     experiment = build_experiment({
         "dataset": {"name": str(cifar10_path), "validation_size": 64, "max_train_samples": 512,
                     "max_test_samples": 64},
-        "model": {"hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 96},
+        # wider than helpers.TINY: it must reach > 20% training accuracy in 20 steps
+        "model": {**TINY, "hidden_size": 48, "intermediate_size": 96},
         "training": {"output_dir": "unused", "num_train_epochs": 2.5, "per_device_train_batch_size": 64,
                      "learning_rate": 3e-3, "logging_steps": 5, "use_cpu": True, "seed": 0}})
     data = load_image_data(experiment.dataset, 32, 3)
