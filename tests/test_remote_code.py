@@ -1,27 +1,8 @@
 """A saved folder carries our code, and it runs only with trust_remote_code=True."""
 
 import shutil
-import subprocess
 
-from .faults_harness import TIMEOUT
-from .helpers import PYTHON, subprocess_env
-
-REMOTE_CODE_PROBE = r"""
-import json, sys
-sys.modules["modeling_vit_scratch"] = None  # our package may not be imported, so nothing is registered
-from pathlib import Path
-from transformers import AutoModelForImageClassification
-folder, marker = Path(sys.argv[1]), Path(sys.argv[2])
-try:
-    AutoModelForImageClassification.from_pretrained(folder)
-except Exception as error:
-    print("REFUSED", type(error).__name__, error)
-else:
-    print("LOADED without trust_remote_code")
-print("MARKER AFTER REFUSAL", marker.exists())
-model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
-print("LOADED WITH trust_remote_code", type(model).__name__, marker.exists())
-"""
+from .helpers import remote_code_probe
 
 
 def test_saved_code_runs_only_with_trust_remote_code(saved_model, tmp_path):
@@ -32,9 +13,8 @@ def test_saved_code_runs_only_with_trust_remote_code(saved_model, tmp_path):
     marker = tmp_path / "code_ran"
     code = (folder / "modeling_vit_scratch.py").read_text()
     (folder / "modeling_vit_scratch.py").write_text(f"open({str(marker)!r}, 'w').close()\n" + code)
-    proc = subprocess.run([PYTHON, "-c", REMOTE_CODE_PROBE, str(folder), str(marker)], cwd=tmp_path,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "REFUSED ValueError" in proc.stdout and "trust_remote_code=True" in proc.stdout, proc.stdout
-    assert "MARKER AFTER REFUSAL False" in proc.stdout
-    assert "LOADED WITH trust_remote_code ViTScratchForImageClassification True" in proc.stdout
+    report = remote_code_probe(folder, tmp_path / "probe", marker=marker)
+    assert report["importable"] == [] and report["ours_imported"] == []
+    assert report["refused"].startswith("ValueError: ") and "trust_remote_code=True" in report["refused"], report
+    assert report["code_ran_before_trust"] is False
+    assert report["cls"] == "ViTScratchForImageClassification" and report["code_ran"] is True
