@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from .faults_harness import (
+    DEFAULT_FAULTS_SEED,
     EVERY_STEP,
     MAX_STEPS,
     STORAGE_ARGS,
@@ -21,6 +22,7 @@ from .faults_harness import (
     wait_for,
     write_config,
 )
+from .faults_harness import faults_seed as harness_seed
 
 
 @pytest.mark.slow
@@ -94,3 +96,13 @@ def test_sigkill_then_resume_in_host_and_stream_storage_gives_the_device_run(eve
     for step in checkpoints(out):
         assert_same_weights(out / f"checkpoint-{step}", every_step_run / f"checkpoint-{step}")
     assert_same_run(out, every_step_run)
+
+
+def test_kill_timings_are_seeded_by_default_printed_and_overridable(capsys, faults_seed, monkeypatch):
+    """A failure of the tests above reproduces: their kill timings come from a fixed seed unless FAULTS_SEED is set,
+    and the seed is printed with the test's output."""
+    assert f"FAULTS_SEED={faults_seed} " in capsys.readouterr().out
+    monkeypatch.delenv("FAULTS_SEED", raising=False)
+    assert harness_seed() == DEFAULT_FAULTS_SEED
+    monkeypatch.setenv("FAULTS_SEED", "7")
+    assert harness_seed() == 7
