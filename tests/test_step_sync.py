@@ -6,13 +6,13 @@ With a GPU the same test runs on CUDA under `torch.cuda.set_sync_debug_mode("err
 """
 
 import json
-import subprocess
+import runpy
 import sys
 
 import pytest
 import torch
 
-from .helpers import REPO, TINY, subprocess_env
+from .helpers import REPO, TINY
 
 sys.path.insert(0, str(REPO / "bench"))  # the benchmarks' shared step helpers
 from steps import SyncError, SyncTrap, _HostReadTrap, experiment_for, random_split, trainer_seconds  # noqa: E402
@@ -74,25 +74,37 @@ def test_stand_in_flags_reads_of_new_tensors_only():
     assert new.tolist() == [3.0, 3.0, 3.0]  # outside the trap, reading is fine
 
 
-def run_bench(script: str, *args: str, tmp_path) -> dict:
-    out = tmp_path / f"{script}.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / f"{script}.py"), *args, "--json", str(out)],
-                            cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+def run_bench(script: str, *args: str, tmp_path, monkeypatch) -> dict:
+    """`python bench/SCRIPT.py ARGS --json OUT` run as __main__ in this process, on one thread as a child would be:
+    the script's own argument parsing and code, without a second interpreter importing torch and transformers."""
+    out, path = tmp_path / f"{script}.json", REPO / "bench" / f"{script}.py"
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [str(path), *args, "--json", str(out)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (0, None), f"bench/{script}.py exited {stop.code}"
+    finally:
+        torch.set_num_threads(threads)
     return json.loads(out.read_text())
 
 
-def test_overhead_benchmark_runs(tmp_path):
-    data = run_bench("overhead", "--batch-sizes", "8", "32", "--steps", "3", "--warmup", "1", "--repeats", "1",
-                     tmp_path=tmp_path)
+def test_overhead_benchmark_runs(tmp_path, monkeypatch):
+    # the smallest run of every part: two batch sizes (rows), one warm-up and one timed step, one repeat
+    data = run_bench("overhead", "--batch-sizes", "8", "32", "--steps", "1", "--warmup", "1", "--repeats", "1",
+                     tmp_path=tmp_path, monkeypatch=monkeypatch)
     assert [row["batch"] for row in data["rows"]] == [8, 32]
     for row in data["rows"]:
         assert row["bare_ms"] > 0 and row["trainer_ms"] > 0
         assert row["ratio"] == pytest.approx(row["trainer_ms"] / row["bare_ms"])
 
 
-def test_gpu_report_runs_on_cpu(tmp_path):
-    data = run_bench("gpu_report", "--steps", "3", tmp_path=tmp_path)
+def test_gpu_report_runs_on_cpu(tmp_path, monkeypatch):
+    # warm-up 3: the sync check watches its second half (one step); one timed step; batch 8
+    data = run_bench("gpu_report", "--steps", "1", "--warmup", "3", "--batch-size", "8", tmp_path=tmp_path,
+                     monkeypatch=monkeypatch)
     paths = [row["path"] for row in data["rows"]]
     assert paths == ["model only", "bare loop (data + augmentation)", "Trainer"]
     assert all(row["images_per_s"] > 0 and row["tflops"] >= 0 for row in data["rows"])

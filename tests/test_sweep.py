@@ -45,7 +45,7 @@ def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path, capsys):
         assert row["train_final_loss"] > 0 and row["epochs"] == 2 and not row["schedule_cut"]
         assert row["curve"] and all(0.0 <= acc <= 1.0 for _, _, acc in row["curve"])
         if row["path"] == "trainer":  # an evaluation every epoch (tiny keeps the config's eval strategy)
-            assert [step for _, step, _ in row["curve"]] == [8, 16]
+            assert [step for _, step, _ in row["curve"]] == [4, 8]
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
     assert "| variant | path | test |" in out
 
