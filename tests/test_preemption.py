@@ -29,13 +29,16 @@ from .helpers import ACCELERATE, CPU_2PROC, REPO, free_port, subprocess_env
 @pytest.mark.parametrize("storage", ["device", "host", "stream"])
 def test_sigterm_checkpoints_exits_143_without_finishing_and_resume_is_exact(best_run, tmp_path, cifar10_path,
                                                                             storage):
-    """SIGTERM to a plain `python train.py` in step 2 or later: the step finishes, a checkpoint of it is saved (not a
-    periodic one: those come every 5 steps), the process exits 143 within seconds and writes none of a finished
-    run's files; `--resume` (in a forkserver child) ends exactly like the uninterrupted run, best model included.
-    In every storage (stream: its decode worker must not keep the process alive), against the device run."""
+    """SIGTERM in step 2 or later: the step finishes, a checkpoint of it is saved (not a periodic one: those come
+    every 5 steps), the process exits 143 within seconds and writes none of a finished run's files; `--resume` (in a
+    forkserver child) ends exactly like the uninterrupted run, best model included. In every storage (stream: its
+    decode worker must not keep the process alive), against the device run. The device run is a plain
+    `python train.py` (so both ways of starting a run must give the same numbers); host and stream are forkserver
+    children, real processes too, without a fresh interpreter's imports."""
     config = write_config(tmp_path, cifar10_path, BEST_AT_END)
     out = tmp_path / "out"
-    run = train_run(config, out, *STORAGE_ARGS[storage], name="terminated", plain=True)
+    run = train_run(config, out, *STORAGE_ARGS[storage], name="terminated",
+                    plain=storage == "device")
     wait_for(lambda: run.text().count("'loss':") >= 2, run, "step 2's log line")
     sent = time.monotonic()
     run.signal(signal.SIGTERM)
