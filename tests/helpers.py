@@ -73,6 +73,28 @@ def train_in_process(argv: list[str]) -> int:
         torch.set_num_threads(threads)
 
 
+def run_as_main(script: str, args: list[str], monkeypatch) -> None:
+    """`python SCRIPT ARGS` (SCRIPT relative to the repo) as __main__ in this process, from the repo, on one thread as
+    a child would be: the script's own argument parsing and code, without a second interpreter's imports. For
+    scripts whose process boundary is not what a test checks (the bench smoke tests)."""
+    import runpy
+
+    import torch
+
+    path = REPO / script
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [str(path), *args])
+    monkeypatch.syspath_prepend(str(path.parent))  # as `python SCRIPT` puts the script's folder first
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (0, None), f"{script} exited {stop.code}"
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(cmd: list[str], cwd=REPO, **env) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=TIMEOUT)
 

@@ -6,13 +6,12 @@ With a GPU the same test runs on CUDA under `torch.cuda.set_sync_debug_mode("err
 """
 
 import json
-import runpy
 import sys
 
 import pytest
 import torch
 
-from .helpers import REPO, TINY
+from .helpers import REPO, TINY, run_as_main
 
 sys.path.insert(0, str(REPO / "bench"))  # the benchmarks' shared step helpers
 from steps import SyncError, SyncTrap, _HostReadTrap, experiment_for, random_split, trainer_seconds  # noqa: E402
@@ -75,19 +74,9 @@ def test_stand_in_flags_reads_of_new_tensors_only():
 
 
 def run_bench(script: str, *args: str, tmp_path, monkeypatch) -> dict:
-    """`python bench/SCRIPT.py ARGS --json OUT` run as __main__ in this process, on one thread as a child would be:
-    the script's own argument parsing and code, without a second interpreter importing torch and transformers."""
-    out, path = tmp_path / f"{script}.json", REPO / "bench" / f"{script}.py"
-    monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", [str(path), *args, "--json", str(out)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as stop:
-        assert stop.code in (0, None), f"bench/{script}.py exited {stop.code}"
-    finally:
-        torch.set_num_threads(threads)
+    """`python bench/SCRIPT.py ARGS --json OUT`, in this process (helpers.run_as_main): what it wrote."""
+    out = tmp_path / f"{script}.json"
+    run_as_main(f"bench/{script}.py", [*args, "--json", str(out)], monkeypatch)
     return json.loads(out.read_text())
 
 
