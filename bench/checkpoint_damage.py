@@ -3,7 +3,7 @@ run ended exactly like the uninterrupted one), loaded silently, or ended in a tr
 
     python bench/checkpoint_damage.py             # 5 files x 4 kinds of damage = 20 resumes of the tiny run (~3 min)
 
-It reuses tests/test_faults.py's harness: the tiny 10-step run with a checkpoint after every step (the uninterrupted
+It reuses tests/faults_harness.py: the tiny 10-step run with a checkpoint after every step (the uninterrupted
 reference), then for each (file, damage) a copy of checkpoints 1-9 with checkpoint-9's file damaged (cut short, two
 bytes flipped in the middle, replaced by random bytes, removed) and `train.py --resume` in a forkserver child. A
 resume is "skipped" when its log names checkpoint-9 and the file, it continues from checkpoint-8 and its final
@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import test_faults as harness  # noqa: E402
+from tests import faults_harness as harness  # noqa: E402
 from tests.helpers import CIFAR10  # noqa: E402
 
 KINDS = ("cut", "flipped", "replaced", "removed")
@@ -40,7 +40,7 @@ def main() -> int:
                 shutil.copy(reference / "experiment.json", out)
                 for step in range(1, 10):
                     shutil.copytree(reference / f"checkpoint-{step}", out / f"checkpoint-{step}")
-                harness._corrupt(out / "checkpoint-9", f"{kind} {name}")
+                harness.corrupt(out / "checkpoint-9", f"{kind} {name}")
                 config = harness.write_config(case, CIFAR10, harness.EVERY_STEP)
                 run = harness.train_run(config, out, "--resume")
                 status, log = run.wait(), run.text()

@@ -71,6 +71,7 @@ def report(args) -> dict:
         config["model"] = {**config.get("model", {}), **TINY_MODEL}
         config["model"].pop("attn_implementation", None)
         config["training"]["torch_compile"] = False
+        config["training"].pop("torch_compile_mode", None)  # a mode alone turns TrainingArguments' compile back on
     batch = args.batch_size or (config["training"]["per_device_train_batch_size"] if cuda else 16)
     model_config = ViTScratchConfig(**{k: v for k, v in config["model"].items() if k != "attn_implementation"},
                                     num_labels=10)

@@ -29,3 +29,68 @@ def python_run(tmp_path_factory, cifar10_path) -> Path:
     proc = check_ok(run([PYTHON, "train.py", *tiny_run_args(cifar10_path, output_dir)]))
     (output_dir.parent / "stderr.txt").write_text(proc.stderr)
     return output_dir
+
+
+# ----------------------------------------------------------------------------------------------- the fault tests' runs
+# Session-wide: several test files compare against the same uninterrupted reference runs (faults_harness).
+
+
+@pytest.fixture(scope="session")
+def every_step_run(tmp_path_factory, cifar10_path) -> Path:
+    """The uninterrupted reference: a checkpoint after each of the 10 steps."""
+    from .faults_harness import EVERY_STEP, finished, train_run, write_config
+
+    root = tmp_path_factory.mktemp("every_step")
+    finished(train_run(write_config(root, cifar10_path, EVERY_STEP), root / "out"))
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def best_run(tmp_path_factory, cifar10_path) -> Path:
+    """The uninterrupted reference with load_best_model_at_end (checkpoints and evaluations at steps 5, 10)."""
+    from .faults_harness import BEST_AT_END, finished, train_run, write_config
+
+    root = tmp_path_factory.mktemp("best")
+    finished(train_run(write_config(root, cifar10_path, BEST_AT_END), root / "out"))
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def ema_run(tmp_path_factory, cifar10_path) -> Path:
+    """The uninterrupted reference with training.ema_decay: a checkpoint after each of the 10 steps."""
+    from .faults_harness import EMA, EVERY_STEP, finished, train_run, write_config
+
+    root = tmp_path_factory.mktemp("ema")
+    finished(train_run(write_config(root, cifar10_path, EVERY_STEP, EMA), root / "out"))
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory) -> Path:
+    """The tiny model, untrained, 3 labels, as save_pretrained writes it (weights, config, our code)."""
+    from modeling_vit_scratch import ViTScratchForImageClassification
+
+    from .helpers import tiny_config
+
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    ViTScratchForImageClassification(tiny_config(num_labels=3)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def faults_seed(request) -> int:
+    """The kill timings' seed (FAULTS_SEED, else a fixed default): printed, and named in the report of a failure."""
+    from .faults_harness import faults_seed as seed
+
+    request.node.faults_seed = seed()
+    print(f"FAULTS_SEED={request.node.faults_seed} (set FAULTS_SEED to draw other kill timings)")
+    return request.node.faults_seed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and hasattr(item, "faults_seed"):
+        report.sections.append(("kill timings", f"drawn with FAULTS_SEED={item.faults_seed}: rerun with "
+                                                f"FAULTS_SEED={item.faults_seed} to draw the same"))
+    return report

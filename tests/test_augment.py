@@ -1,7 +1,5 @@
 """BatchAugment: shapes, each op's exact effect, soft labels, and RNG determinism (CPU; one CUDA test if present)."""
 
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ from PIL import Image
 from vit_scratch.augment import BatchAugment, random_crop_flip
 from vit_scratch.config.schema import AugmentArguments
 
-from .helpers import REPO, subprocess_env
+from .helpers import run_as_main
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 K = 10
@@ -270,15 +268,15 @@ def test_compiled_augmentation_equals_eager(policy):
     assert inductor_config.fallback_random is False
 
 
-def test_preview_command_of_the_readme_works_for_the_gpu_recipe_on_a_cpu(tmp_path, cifar10_path):
+def test_preview_command_of_the_readme_works_for_the_gpu_recipe_on_a_cpu(tmp_path, cifar10_path, monkeypatch,
+                                                                            capsys):
     """`bench/augment.py --preview configs/cifar10_fast.json` draws the augmentation without building TrainingArguments
     (which refuse the recipe's bf16 on a CPU)."""
     output = tmp_path / "preview.png"
-    proc = subprocess.run([sys.executable, "bench/augment.py", "--preview", "configs/cifar10_fast.json", "--dataset",
-                           str(cifar10_path), "--set", "dataset.max_train_samples=256", "--set",
-                           "dataset.validation_size=64", "--output", str(output)], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "policy='randaugment'" in proc.stdout and "mixup_alpha=0.8" in proc.stdout
+    run_as_main("bench/augment.py", ["--preview", "configs/cifar10_fast.json", "--dataset", str(cifar10_path), "--set",
+                                     "dataset.max_train_samples=64", "--set", "dataset.validation_size=32", "--output",
+                                     str(output)], monkeypatch)  # in process: the script's code, not its imports
+    stdout = capsys.readouterr().out
+    assert "policy='randaugment'" in stdout and "mixup_alpha=0.8" in stdout
     with Image.open(output) as image:
         assert image.format == "PNG" and image.width > 500

@@ -1,5 +1,5 @@
 """`training.ema_decay`: the average itself (timm's ModelEmaV3 recursion), and its keys. What a run does with it
-(checkpoints, exact resume, the saved model, evaluation) is tested with the other runs in test_faults.py; the
+(checkpoints, exact resume, the saved model, evaluation) is test_ema_resume.py's; the
 2-process launch in test_multinode.py; the step's freedom from host syncs in test_step_sync.py."""
 
 import pytest

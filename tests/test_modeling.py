@@ -4,8 +4,6 @@ attention backends, gradient checkpointing, position-encoding interpolation and 
 import inspect
 import json
 import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -33,16 +31,19 @@ from modeling_vit_scratch import (
     convert_from_transformers_vit,
 )
 
+from .helpers import TINY, remote_code_probe
+
 PACKAGE_DIR = os.path.dirname(modeling_vit_scratch.__file__)
 LABELS = {0: "airplane", 1: "bird", 2: "cat", 3: "dog", 4: "ship"}
 B = 4
 
 
 def tiny_config(**overrides) -> ViTScratchConfig:
-    kwargs = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=64, hidden_dropout_prob=0.0, id2label=LABELS,
+    """helpers.TINY with 2 layers (a stack: per-layer outputs, drop-path's rate is 0 at the first block) of 4 heads
+    of 8 (more than a pair of heads to split and merge), 5 labels, no dropout unless asked."""
+    kwargs = dict(image_size=32, patch_size=4, **TINY, hidden_dropout_prob=0.0, id2label=LABELS,
                   label2id={v: k for k, v in LABELS.items()})
-    kwargs.update(overrides)
+    kwargs.update({"num_hidden_layers": 2, "num_attention_heads": 4, **overrides})
     return ViTScratchConfig(**kwargs)
 
 
@@ -324,59 +325,22 @@ def test_auto_classes(tmp_path):
     assert type(AutoConfig.for_model("vit_scratch", hidden_size=32, num_hidden_layers=1)) is ViTScratchConfig
 
 
-REMOTE_SCRIPT = r"""
-import importlib.util, os, sys
-PKG = "modeling_vit_scratch"
-# Hide the installed package: drop sys.path entries holding it and meta-path finders (editable installs) finding it.
-sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or os.getcwd(), PKG))]
-sys.meta_path[:] = [f for f in sys.meta_path if not (hasattr(f, "find_spec") and f.find_spec(PKG, None) is not None)]
-assert importlib.util.find_spec(PKG) is None, "package still importable"
-assert importlib.util.find_spec("vit_scratch") is None, "the application still importable"
-
-import torch
-from transformers import AutoModel, AutoModelForImageClassification
-folder = sys.argv[1]
-try:
-    AutoModelForImageClassification.from_pretrained(folder)
-except ValueError as error:
-    assert "trust_remote_code=True" in str(error), error
-    print("\n@@REFUSED")
-model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
-cls = type(model)
-assert cls.__name__ == "ViTScratchForImageClassification" and cls.__module__.startswith("transformers_modules."), cls
-code_file = os.path.realpath(sys.modules[cls.__module__].__file__)
-assert code_file.startswith(os.path.realpath(os.environ["HF_MODULES_CACHE"])), code_file
-assert PKG not in sys.modules
-backbone = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()  # the classifier's weights minus its head
-assert type(backbone).__name__ == "ViTScratchModel" and type(backbone).__module__.startswith("transformers_modules.")
-x = torch.load(os.path.join(folder, "x.pt"))
-with torch.no_grad():
-    torch.save(model(x).logits, os.path.join(folder, "logits.pt"))
-    torch.save(backbone(x).pooler_output, os.path.join(folder, "pooled.pt"))
-print("@@LOADED")
-"""
-
-
 def test_remote_code_loads_without_the_package(tmp_path):
     model = tiny_model().eval()
     perturb_(model)
     folder = tmp_path / "vit-scratch-remote"
     model.save_pretrained(folder)
     x = images()
-    torch.save(x, folder / "x.pt")
-    (tmp_path / "load_remote.py").write_text(REMOTE_SCRIPT)
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "PYTHON"))}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
-               HF_MODULES_CACHE=str(tmp_path / "hf_modules"), PYTHONPATH="", PYTHONNOUSERSITE="1")
-    proc = subprocess.run([sys.executable, str(tmp_path / "load_remote.py"), str(folder)], cwd=tmp_path, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [w for w in proc.stdout.split() if w.startswith("@@")] == ["@@REFUSED", "@@LOADED"], proc.stdout
+    report = remote_code_probe(folder, tmp_path / "probe", inputs=x)
+    assert report["importable"] == [] and report["ours_imported"] == [], report
+    assert report["refused"].startswith("ValueError: ") and "trust_remote_code=True" in report["refused"], report
+    assert report["cls"] == "ViTScratchForImageClassification" and report["module"].startswith("transformers_modules.")
+    assert report["code_in_modules_cache"], report
+    assert report["backbone_cls"] == "ViTScratchModel" and report["backbone_module"].startswith("transformers_modules.")
     with torch.no_grad():
         expected, pooled = model(x).logits, model.vit(x).pooler_output
-    torch.testing.assert_close(torch.load(folder / "logits.pt"), expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(torch.load(folder / "pooled.pt"), pooled, rtol=0, atol=1e-6)
+    torch.testing.assert_close(report["logits"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(report["pooled"], pooled, rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -467,10 +431,10 @@ def test_interpolate_pos_encoding_at_64():
 
 
 def transformers_vit(impl: str, **overrides) -> ViTForImageClassification:
-    kwargs = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=5,
-                  attn_implementation=impl)
-    kwargs.update(overrides)
+    """transformers' ViT of tiny_config's size (helpers.TINY, 2 layers of 4 heads), without dropout."""
+    kwargs = dict(image_size=32, patch_size=4, **TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                  num_labels=5, attn_implementation=impl)
+    kwargs.update({"num_hidden_layers": 2, "num_attention_heads": 4, **overrides})
     torch.manual_seed(0)
     model = ViTForImageClassification(ViTConfig(**kwargs)).eval()
     perturb_(model)

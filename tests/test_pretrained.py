@@ -3,6 +3,7 @@ when the classes differ and the position embeddings resampled when the image siz
 here (no download)."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,7 @@ from vit_scratch.errors import ConfigError
 from vit_scratch.training.pretrained import load_pretrained
 from vit_scratch.training.run import with_labels
 
-from .helpers import CIFAR10_CLASSES, CONFIG, PYTHON, check_ok, read_json, run, tiny_run_args
-
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}  # = TINY_MODEL
+from .helpers import CIFAR10_CLASSES, CONFIG, TINY, read_json, tiny_run_args, train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +115,7 @@ def test_unloadable_sources_are_refused(tmp_path):
         load_pretrained(str(tmp_path / "bert"), {})
 
 
-def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path):
+def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path, capfd, caplog):
     """configs/cifar10.json's recipe with a model section that names the weights and the image size only (its own
     architecture keys would contradict the checkpoint's)."""
     recipe = read_json(Path(CONFIG))
@@ -125,9 +124,11 @@ def test_train_py_fine_tunes_a_224px_vit_at_32px(vit_224, tmp_path, cifar10_path
     config.write_text(json.dumps(recipe))
     out = tmp_path / "out"
     args = [str(config) if a == CONFIG else a for a in tiny_run_args(cifar10_path, out)]
-    proc = check_ok(run([PYTHON, "train.py", *args]))
-    assert "new classifier for the data's 10 classes (the checkpoint's: 3 classes (a, b, c))" in proc.stderr
-    assert "position embeddings resampled from a 14x14 to a 2x2 patch grid" in proc.stderr
+    caplog.set_level(logging.INFO, logger="vit_scratch")  # as train.py's own logging set-up shows it
+    assert train_in_process(args) == 0  # train.main in this process: no interpreter start
+    stderr = capfd.readouterr().err + caplog.text  # the log's lines: on stderr, or in pytest's log capture
+    assert "new classifier for the data's 10 classes (the checkpoint's: 3 classes (a, b, c))" in stderr
+    assert "position embeddings resampled from a 14x14 to a 2x2 patch grid" in stderr
     config = read_json(out / "config.json")
     assert (config["image_size"], config["patch_size"], config["hidden_size"]) == (32, 16, 32)
     assert read_json(out / "preprocessor_config.json")["image_mean"] == [0.5, 0.5, 0.5]

@@ -6,13 +6,12 @@ With a GPU the same test runs on CUDA under `torch.cuda.set_sync_debug_mode("err
 """
 
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from .helpers import REPO, subprocess_env
+from .helpers import REPO, TINY, run_as_main
 
 sys.path.insert(0, str(REPO / "bench"))  # the benchmarks' shared step helpers
 from steps import SyncError, SyncTrap, _HostReadTrap, experiment_for, random_split, trainer_seconds  # noqa: E402
@@ -22,8 +21,9 @@ EVERYTHING_ON = {
     "dataset": {"augmentation": {"random_crop_padding": 4, "horizontal_flip": True, "policy": "randaugment",
                                  "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mix_prob": 0.5,
                                  "random_erasing_prob": 0.25}},
-    "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
-              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "drop_path_rate": 0.1},
+    # 2 layers: drop-path's rate is 0 at the first block, so one layer would leave it unexercised.
+    "model": {**TINY, "num_hidden_layers": 2, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+              "drop_path_rate": 0.1},
     "training": {"learning_rate": 1e-3, "lr_scheduler_type": "cosine", "warmup_steps": 2, "max_grad_norm": 1.0,
                  "label_smoothing_factor": 0.1, "logging_steps": 100, "optim": "adamw_torch", "seed": 0},
 }
@@ -73,25 +73,27 @@ def test_stand_in_flags_reads_of_new_tensors_only():
     assert new.tolist() == [3.0, 3.0, 3.0]  # outside the trap, reading is fine
 
 
-def run_bench(script: str, *args: str, tmp_path) -> dict:
+def run_bench(script: str, *args: str, tmp_path, monkeypatch) -> dict:
+    """`python bench/SCRIPT.py ARGS --json OUT`, in this process (helpers.run_as_main): what it wrote."""
     out = tmp_path / f"{script}.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / f"{script}.py"), *args, "--json", str(out)],
-                            cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run_as_main(f"bench/{script}.py", [*args, "--json", str(out)], monkeypatch)
     return json.loads(out.read_text())
 
 
-def test_overhead_benchmark_runs(tmp_path):
-    data = run_bench("overhead", "--batch-sizes", "8", "32", "--steps", "3", "--warmup", "1", "--repeats", "1",
-                     tmp_path=tmp_path)
+def test_overhead_benchmark_runs(tmp_path, monkeypatch):
+    # the smallest run of every part: two batch sizes (rows), one warm-up and one timed step, one repeat
+    data = run_bench("overhead", "--batch-sizes", "8", "32", "--steps", "1", "--warmup", "1", "--repeats", "1",
+                     tmp_path=tmp_path, monkeypatch=monkeypatch)
     assert [row["batch"] for row in data["rows"]] == [8, 32]
     for row in data["rows"]:
         assert row["bare_ms"] > 0 and row["trainer_ms"] > 0
         assert row["ratio"] == pytest.approx(row["trainer_ms"] / row["bare_ms"])
 
 
-def test_gpu_report_runs_on_cpu(tmp_path):
-    data = run_bench("gpu_report", "--steps", "3", tmp_path=tmp_path)
+def test_gpu_report_runs_on_cpu(tmp_path, monkeypatch):
+    # warm-up 3: the sync check watches its second half (one step); one timed step; batch 8
+    data = run_bench("gpu_report", "--steps", "1", "--warmup", "3", "--batch-size", "8", tmp_path=tmp_path,
+                     monkeypatch=monkeypatch)
     paths = [row["path"] for row in data["rows"]]
     assert paths == ["model only", "bare loop (data + augmentation)", "Trainer"]
     assert all(row["images_per_s"] > 0 and row["tflops"] >= 0 for row in data["rows"])

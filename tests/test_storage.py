@@ -1,8 +1,8 @@
 """dataset.storage: the three ways of holding the images (device, host, stream) give the same pixels, the same batches
 and the same training; auto chooses by size; a streamed bad image is named by its row.
 
-Resume after SIGKILL / SIGTERM in host and stream are tests/test_faults.py's; a two-machine launch covering every
-training image once per epoch in host and stream is tests/test_multinode.py's.
+Resume after SIGKILL / SIGTERM in host and stream are test_resume_sigkill.py's and test_preemption.py's; a
+two-machine launch covering every training image once per epoch in host and stream is test_multinode.py's.
 """
 
 import json
@@ -25,8 +25,9 @@ from vit_scratch.storage import (
     make_dataset,
 )
 
+from .faults_harness import RUN, step_logs
+from .helpers import TINY
 from .test_data import image_values, make_args, save_dict, signatures, signed_images, write_cifar, write_png_folder
-from .test_faults import TINY, step_logs
 from .test_train_e2e import train_in_process
 
 MODES = ("device", "host", "stream")
@@ -136,12 +137,13 @@ def test_auto_storage_choice(monkeypatch, wanted, nbytes, gpu_free, ram, process
 
 @pytest.fixture(scope="module")
 def mode_runs(tmp_path_factory, cifar10_path) -> dict[str, Path]:
-    """test_faults' tiny run (dropout, drop-path, crop/flip, RandAugment, mixup/cutmix, erasing: every RNG in use;
-    10 steps = 2.5 epochs, evaluation at steps 5 and 10) trained once in each storage mode, in this process."""
+    """The fault tests' tiny run (faults_harness.RUN: dropout, drop-path, crop/flip, RandAugment, mixup/cutmix,
+    erasing: every RNG in use; 10 steps = 2.5 epochs, evaluation at steps 5 and 10) trained once in each storage
+    mode, in this process."""
     root = tmp_path_factory.mktemp("storage_modes")
     runs = {}
     for mode in MODES:
-        config = json.loads(json.dumps(TINY))
+        config = json.loads(json.dumps(RUN))
         config["dataset"].update(name=str(cifar10_path), storage=mode)
         config["training"].update(output_dir=str(root / mode), save_steps=5, load_best_model_at_end=False)
         if mode == "stream":
@@ -186,8 +188,7 @@ def test_a_bad_validation_image_met_while_streaming_stops_the_run_naming_its_row
     path = save_dict(tmp_path / "saved", {"train": (values, [i % 2 for i in range(n)])})
     config = {"dataset": {"name": str(path), "storage": "stream", "validation_size": held_out, "test_split": None,
                           "cache_dir": str(tmp_path / "cache")},
-              "model": {"image_size": 8, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1,
-                        "num_attention_heads": 1, "intermediate_size": 16},
+              "model": {**TINY, "image_size": 8, "patch_size": 4},  # the images are 8 px
               "training": {"output_dir": str(tmp_path / "out"), "max_steps": 2, "per_device_train_batch_size": 8,
                            "eval_strategy": "steps", "eval_steps": 1, "save_strategy": "no",
                            "load_best_model_at_end": False, "dataloader_num_workers": 1, "disable_tqdm": True}}

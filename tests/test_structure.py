@@ -20,7 +20,7 @@ from vit_scratch.config.schema import (
     section_docs,
 )
 
-from .helpers import REPO, subprocess_env
+from .helpers import REPO, subprocess_env, tiny_config
 
 PACKAGES = (REPO / "modeling_vit_scratch", REPO / "vit_scratch")
 TRAINING_ONLY = ("datasets", "accelerate", "evaluate", "matplotlib", "PIL", "pyarrow")
@@ -29,9 +29,7 @@ TRAINING_ONLY = ("datasets", "accelerate", "evaluate", "matplotlib", "PIL", "pya
 def test_the_model_needs_only_torch_and_transformers(tmp_path):
     block = re.search(r"^dependencies = \[(.*?)\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)
     assert sorted(re.findall(r'"([\w-]+)==', block)) == ["huggingface_hub", "safetensors", "torch", "transformers"]
-    config = ViTScratchConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                              num_labels=3)
-    ViTScratchForImageClassification(config).save_pretrained(tmp_path)
+    ViTScratchForImageClassification(tiny_config(num_labels=3)).save_pretrained(tmp_path)
     script = f"""
 import sys
 for name in {TRAINING_ONLY!r}:

@@ -5,7 +5,8 @@ Every run is tiny (a 12k-parameter model, 64 training images, a few steps) and t
 module-scoped fixtures. Subprocesses run with OMP_NUM_THREADS=1: `accelerate launch` sets exactly that when it is
 unset, so `python train.py` and `accelerate launch` only give bit-identical weights with the same thread count
 (with 2 threads against 1 the float reductions differ, ~1e-8); it is also much faster on a shared 2-core machine.
-Faults (kill/resume, SIGTERM, NaN, bad data, determinism across seeds) are tests/test_faults.py's.
+Faults (kill/resume, SIGTERM, NaN, bad data, determinism across seeds) use tests/faults_harness.py: see the test_*
+files named after each (test_resume_sigkill.py, test_preemption.py, test_nonfinite.py, ...).
 """
 
 import hashlib
@@ -13,7 +14,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,6 @@ from .helpers import (
     PYTHON,
     REPO,
     STEPS,
-    TIMEOUT,
     TINY_MODEL,
     TRAIN_IMAGES,
     assert_png,
@@ -40,8 +39,8 @@ from .helpers import (
     free_port,
     log_history,
     read_json,
+    remote_code_probe,
     run,
-    subprocess_env,
     tiny_run_args,
     train_in_process,
 )
@@ -334,30 +333,6 @@ def test_python_and_accelerate_one_process_give_identical_results(python_run, ac
 # ----------------------------------------------------------------------------------------------- 5. Hub push
 
 
-REMOTE_LOAD = textwrap.dedent("""
-    import sys
-    sys.modules["modeling_vit_scratch"] = None  # our package must not be importable: the Hub copy's code is used
-    sys.modules["vit_scratch"] = None  # nor the application
-    import json
-    import torch
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-    try:
-        import modeling_vit_scratch  # noqa: F401
-        raise SystemExit("modeling_vit_scratch is importable")
-    except ImportError:
-        pass
-    remote = sys.argv[1]
-    model = AutoModelForImageClassification.from_pretrained(remote, trust_remote_code=True).eval()
-    processor = AutoImageProcessor.from_pretrained(remote)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        logits = model(pixel_values=torch.randn(2, 3, 32, 32)).logits
-    print(json.dumps({"module": type(model).__module__, "class": type(model).__name__,
-                      "processor": type(processor).__name__, "logits": logits.tolist(),
-                      "label0": model.config.id2label[0]}))
-""")
-
-
 def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_path, cifar10_path, monkeypatch,
                                                                             capfd):
     hub = hub_standin.install(monkeypatch, tmp_path / "hub")
@@ -393,14 +368,18 @@ def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_pa
     assert "A Vision Transformer written from scratch" in card and "user/test-vit" in card
     assert "This model is a fine-tuned version of" not in card  # the Trainer's automatic card
 
-    env = subprocess_env(HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run([PYTHON, "-c", REMOTE_LOAD, str(remote)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert loaded["class"] == "ViTScratchForImageClassification"
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    loaded = remote_code_probe(remote, tmp_path / "probe", inputs=x)  # the Hub copy's code, not our package
+    assert loaded["importable"] == [] and loaded["ours_imported"] == [], loaded
+    assert loaded["cls"] == "ViTScratchForImageClassification"
     assert loaded["module"].startswith("transformers_modules"), loaded["module"]
-    assert loaded["label0"] == "airplane" and len(loaded["logits"][0]) == 10
+    assert loaded["label0"] == "airplane" and loaded["logits"].shape == (2, 10)
+    assert loaded["processor"].startswith("ViTImageProcessor"), loaded
+    from modeling_vit_scratch import ViTScratchForImageClassification
+
+    with torch.no_grad():
+        torch.testing.assert_close(loaded["logits"], ViTScratchForImageClassification.from_pretrained(out)(x).logits,
+                                   rtol=0, atol=1e-6)
 
     secret = FAKE_TOKEN.encode()
     for folder in (out, tmp_path / "hub"):

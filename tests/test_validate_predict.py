@@ -24,11 +24,13 @@ from .helpers import (
     CIFAR10_CLASSES,
     PYTHON,
     REPO,
+    TINY_MODEL,
     assert_png,
     check_ok,
     error_line,
     read_json,
     subprocess_env,
+    tiny_config,
     train_in_process,
 )
 
@@ -46,11 +48,10 @@ def run(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
 def save_tiny_model(folder, class_names=CIFAR10_CLASSES, pooling="cls", seed=0):
     """A ViTScratch classifier (32 wide, 1 layer, 2 heads, 32 px, 8 px patches) and its image processor, saved as
     train.py saves them. The head is scaled up so that predictions are decisive (no near-ties between labels)."""
-    from modeling_vit_scratch import ViTScratchConfig, ViTScratchForImageClassification
+    from modeling_vit_scratch import ViTScratchForImageClassification
     from vit_scratch.training.run import build_image_processor, with_labels
 
-    config = ViTScratchConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=64, pooling=pooling)
+    config = tiny_config(patch_size=8, pooling=pooling)  # 8 px patches: 16 tokens, a readable attention map
     config = with_labels(config, list(class_names))
     torch.manual_seed(seed)
     model = ViTScratchForImageClassification(config)
@@ -73,8 +74,7 @@ def trained_model(tmp_path_factory, cifar10_path):
     argv = ["--config", str(REPO / "configs" / "cifar10.json"), "--dataset.name", str(cifar10_path),
             "--dataset.validation_size", "32", "--dataset.max_train_samples", "64", "--dataset.max_test_samples",
             "48", "--training.max_steps", "4", "--training.per_device_train_batch_size", "16",
-            "--training.output_dir", str(out), "--model.hidden_size", "32", "--model.num_hidden_layers", "1",
-            "--model.num_attention_heads", "2", "--model.intermediate_size", "64"]
+            "--training.output_dir", str(out), *TINY_MODEL]
     assert train_in_process(argv) == 0
     return out
 
