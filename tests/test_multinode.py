@@ -183,34 +183,42 @@ def test_the_second_machine_writes_only_its_rng_state(tmp_path, cifar10_path, mu
         assert torch.equal(probe[name], shared[name]), name
 
 
+TRACE_SCRIPT = REPO / "tests" / "trace_batches.py"
+# 2 epochs; the splits' lengths tell the training batches apart in the traces.
+TRACE_COMMON = ["--training.max_steps", str(2 * STEPS), "--dataset.max_eval_samples", "24",
+                "--dataset.max_test_samples", "40"]
+
+
+def training_batches(trace: Path, batch: int) -> dict[int, list[list[int]]]:
+    """Each process's reads of the training split in full per-device batches (the fit diagnosis after training reads
+    the same 64 images again, in one evaluation batch per process)."""
+    return {rank: [line["rows"] for line in map(json.loads, path.read_text().splitlines())
+                   if line["n"] == TRAIN_IMAGES and len(line["rows"]) == batch]
+            for rank, path in enumerate(sorted(trace.glob("rank*.jsonl")))}
+
+
+@pytest.fixture(scope="module")
+def one_process_batches(tmp_path_factory, cifar10_path) -> list[list[int]]:
+    """The reference: one process, images on the device, the same global batch: its training batches."""
+    root = tmp_path_factory.mktemp("one_process")
+    (root / "trace").mkdir()
+    args = [*tiny_run_args(cifar10_path, root / "out"), *TRACE_COMMON, "--dataset.storage", "device"]
+    check_ok(run([PYTHON, str(TRACE_SCRIPT), *args], VIT_SCRATCH_TRACE=str(root / "trace")))
+    return training_batches(root / "trace", GLOBAL_BATCH)[0]
+
+
 @pytest.mark.parametrize("storage", ["host", "stream"])
-def test_every_training_image_once_per_epoch_across_machines(tmp_path, cifar10_path, storage):
+def test_every_training_image_once_per_epoch_across_machines(tmp_path, cifar10_path, storage, one_process_batches):
     """Two machines x 1 process, 2 epochs (8 steps of 2 x 8 images), images held in host memory or decoded by a
     worker per process: the batches the processes read (traced by tests/trace_batches.py, which runs train.py)
     together hold each of the 64 training images exactly once per epoch, the two processes' k-th batches are
     disjoint, and both storages read the same global batches step by step (the same seeded sampler)."""
-    trace_script = REPO / "tests" / "trace_batches.py"
-    common = ["--training.max_steps", str(2 * STEPS), "--dataset.max_eval_samples", "24",
-              "--dataset.max_test_samples", "40"]  # the splits' lengths tell the training batches apart
     workers = ["--training.dataloader_num_workers", "1"] if storage == "stream" else []
-    traces = {}
-    for name in ("machines", "device"):
-        root, trace = tmp_path / name, tmp_path / name / "trace"
-        trace.mkdir(parents=True)
-        if name == "machines":
-            args = tiny_run_args(cifar10_path, root / "shared" / "out", per_device_batch=GLOBAL_BATCH // MACHINES)
-            run_machines(root, [*args, *common, "--dataset.storage", storage, *workers], script=trace_script,
-                         VIT_SCRATCH_TRACE=str(trace))
-        else:  # the reference: one process, images on the device, the same global batch
-            args = [*tiny_run_args(cifar10_path, root / "out"), *common, "--dataset.storage", "device"]
-            check_ok(run([PYTHON, str(trace_script), *args], VIT_SCRATCH_TRACE=str(trace)))
-        # Training batches: reads of the training split in full per-device batches (the fit diagnosis after
-        # training reads the same 64 images again, in one evaluation batch per process).
-        batch = GLOBAL_BATCH // MACHINES if name == "machines" else GLOBAL_BATCH
-        traces[name] = {rank: [line["rows"] for line in map(json.loads, path.read_text().splitlines())
-                               if line["n"] == TRAIN_IMAGES and len(line["rows"]) == batch]
-                        for rank, path in enumerate(sorted(trace.glob("rank*.jsonl")))}
-    ranks = traces["machines"]
+    (tmp_path / "trace").mkdir()
+    args = tiny_run_args(cifar10_path, tmp_path / "shared" / "out", per_device_batch=GLOBAL_BATCH // MACHINES)
+    run_machines(tmp_path, [*args, *TRACE_COMMON, "--dataset.storage", storage, *workers], script=TRACE_SCRIPT,
+                 VIT_SCRATCH_TRACE=str(tmp_path / "trace"))
+    ranks = training_batches(tmp_path / "trace", GLOBAL_BATCH // MACHINES)
     assert sorted(ranks) == list(range(MACHINES)) and [len(b) for b in ranks.values()] == [2 * STEPS] * MACHINES
     for epoch in range(2):
         steps = range(epoch * STEPS, (epoch + 1) * STEPS)
@@ -219,4 +227,4 @@ def test_every_training_image_once_per_epoch_across_machines(tmp_path, cifar10_p
     for step in range(2 * STEPS):
         assert len(ranks[0][step]) == len(ranks[1][step]) == GLOBAL_BATCH // MACHINES
         global_batch = sorted(ranks[0][step] + ranks[1][step])
-        assert global_batch == sorted(traces["device"][0][step]), step  # the single process's k-th batch
+        assert global_batch == sorted(one_process_batches[step]), step  # the single process's k-th batch
