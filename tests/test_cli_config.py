@@ -138,6 +138,8 @@ def test_overrides_parse_json_values_and_nest():
         ({"training": {"num_train_epochs": 0}}, "training.num_train_epochs=0 is invalid"),
         ({"training": {"lr_scheduler_type": "cosin"}}, "lr_scheduler_type=.cosin. is invalid.*mean .cosine."),
         ({"training": {"eval_strategy": "sometimes"}}, "eval_strategy=.sometimes. is invalid: expected one of"),
+        ({"training": {"torch_compile": False, "torch_compile_mode": "reduce-overhead"}},
+         "training.torch_compile=false with training.torch_compile_mode='reduce-overhead': transformers compiles"),
         ({"training": {"train_sampling_strategy": "group_by_length"}},
          "training.train_sampling_strategy=.group_by_length. is invalid: must be .random. or .sequential."),
         ({"training": {"lr_scheduler_type": ["cosine"]}}, r"lr_scheduler_type=\['cosine'\] is invalid: expected"),

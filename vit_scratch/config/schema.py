@@ -479,6 +479,7 @@ def build_experiment(config: dict, seed: int | None = None) -> Experiment:
     config = check_keys(config)
     if seed is not None:
         config["training"]["seed"] = seed
+    _check_compile_off(config["training"])
     training = _training_arguments({**TRAINING_DEFAULTS, **config["training"]})
     dataset = DataArguments(**config["dataset"])
     if training.eval_strategy != "no" and dataset.validation_size == 0:
@@ -486,6 +487,17 @@ def build_experiment(config: dict, seed: int | None = None) -> Experiment:
                           "and training.load_best_model_at_end=false, or hold out a validation split")
     check_integrations(training)
     return Experiment(dataset=dataset, model=_model_config(config["model"]), training=training, raw=config)
+
+
+def _check_compile_off(training: dict) -> None:
+    """`torch_compile: false` beside a compile mode or backend: TrainingArguments would turn compilation back on
+    (a mode or backend alone enables it), so the run would compile against the config's word."""
+    if training.get("torch_compile") is False:
+        for key in ("torch_compile_mode", "torch_compile_backend"):
+            if training.get(key) is not None:
+                raise ConfigError(f"training.torch_compile=false with training.{key}={training[key]!r}: transformers "
+                                  f"compiles whenever a {key.rsplit('_', 1)[1]} is set; to train without compiling, "
+                                  f"also set training.{key} null")
 
 
 def check_integrations(args) -> None:
