@@ -1,6 +1,9 @@
 """Test-wide set-up: no network, ever. Set before transformers/datasets/evaluate are imported."""
 
+import fcntl
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -23,48 +26,76 @@ def cifar10_path() -> Path:
     return CIFAR10
 
 
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def shared_run(tmp_path_factory, name: str, build, output: str = "out"):
+    """A finished run that only gets read, made once per session: under `make test`'s two workers by whichever asks
+    first, while the other waits on a lock and then reads the same folder. `build(folder)` makes it (the run's
+    output_dir: folder/`output`, yielded); the digest of its files, taken then, is checked again when each worker's
+    session ends, so a test that writes into a shared run fails (it would change what other tests, perhaps on the
+    other worker, read)."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the folder every worker's basetemp is in
+    folder, done = root / name, root / f"{name}.digest"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when build() fails
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+            folder.mkdir()
+            build(folder)
+            done.write_text(_tree_digest(folder))
+    yield folder / output
+    assert _tree_digest(folder) == done.read_text(), f"a test changed the shared run {folder}: copy it first"
+
+
 @pytest.fixture(scope="session")
 def python_run(tmp_path_factory, cifar10_path) -> Path:
     """The tiny run, once per session, for every test that only reads a finished run: `python train.py`, one
     process, global batch 16, 4 steps (helpers.tiny_run_args); its stderr is kept beside the output folder."""
-    output_dir = tmp_path_factory.mktemp("python_run") / "out"
-    proc = check_ok(run([PYTHON, "train.py", *tiny_run_args(cifar10_path, output_dir)]))
-    (output_dir.parent / "stderr.txt").write_text(proc.stderr)
-    return output_dir
+
+    def build(root: Path):
+        proc = check_ok(run([PYTHON, "train.py", *tiny_run_args(cifar10_path, root / "out")]))
+        (root / "stderr.txt").write_text(proc.stderr)
+
+    yield from shared_run(tmp_path_factory, "python_run", build)
 
 
 # ----------------------------------------------------------------------------------------------- the fault tests' runs
 # Session-wide: several test files compare against the same uninterrupted reference runs (faults_harness).
 
 
+def _reference_run(tmp_path_factory, cifar10_path, name: str, *layers: str):
+    from . import faults_harness as h
+
+    def build(root: Path):
+        h.finished(h.train_run(h.write_config(root, cifar10_path, *(getattr(h, layer) for layer in layers)),
+                               root / "out"))
+
+    yield from shared_run(tmp_path_factory, name, build)
+
+
 @pytest.fixture(scope="session")
 def every_step_run(tmp_path_factory, cifar10_path) -> Path:
     """The uninterrupted reference: a checkpoint after each of the 10 steps."""
-    from .faults_harness import EVERY_STEP, finished, train_run, write_config
-
-    root = tmp_path_factory.mktemp("every_step")
-    finished(train_run(write_config(root, cifar10_path, EVERY_STEP), root / "out"))
-    return root / "out"
+    yield from _reference_run(tmp_path_factory, cifar10_path, "every_step", "EVERY_STEP")
 
 
 @pytest.fixture(scope="session")
 def best_run(tmp_path_factory, cifar10_path) -> Path:
     """The uninterrupted reference with load_best_model_at_end (checkpoints and evaluations at steps 5, 10)."""
-    from .faults_harness import BEST_AT_END, finished, train_run, write_config
-
-    root = tmp_path_factory.mktemp("best")
-    finished(train_run(write_config(root, cifar10_path, BEST_AT_END), root / "out"))
-    return root / "out"
+    yield from _reference_run(tmp_path_factory, cifar10_path, "best", "BEST_AT_END")
 
 
 @pytest.fixture(scope="session")
 def ema_run(tmp_path_factory, cifar10_path) -> Path:
     """The uninterrupted reference with training.ema_decay: a checkpoint after each of the 10 steps."""
-    from .faults_harness import EMA, EVERY_STEP, finished, train_run, write_config
-
-    root = tmp_path_factory.mktemp("ema")
-    finished(train_run(write_config(root, cifar10_path, EVERY_STEP, EMA), root / "out"))
-    return root / "out"
+    yield from _reference_run(tmp_path_factory, cifar10_path, "ema", "EVERY_STEP", "EMA")
 
 
 @pytest.fixture(scope="session")
