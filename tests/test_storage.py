@@ -5,6 +5,7 @@ Resume after SIGKILL / SIGTERM in host and stream are test_resume_sigkill.py's a
 two-machine launch covering every training image once per epoch in host and stream is test_multinode.py's.
 """
 
+import gc
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from vit_scratch import storage
 from vit_scratch.data import LazyImages, open_image_data
@@ -194,8 +196,15 @@ def test_a_bad_validation_image_met_while_streaming_stops_the_run_naming_its_row
                            "load_best_model_at_end": False, "dataloader_num_workers": 1, "disable_tqdm": True}}
     (tmp_path / "config.json").write_text(json.dumps(config))
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        status = train.main(["--config", str(tmp_path / "config.json")])
+    gc.disable()  # what the run leaves must go by reference counting alone
+    try:
+        with contextlib.redirect_stderr(err):
+            status = train.main(["--config", str(tmp_path / "config.json")])
+        # Nothing of the failed run outlives it: no DataLoader iterator left to a later garbage collection (the
+        # worker's error comes back in a reference cycle; collected, each iterator stalls 5 s waiting for its worker).
+        assert not [o for o in gc.get_objects() if isinstance(o, _MultiProcessingDataLoaderIter)]
+    finally:
+        gc.enable()
     errors = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
     assert status == 2 and len(errors) == 1, err.getvalue()[-3000:]
     assert errors[0].startswith(f"error: dataset {str(path)!r}, split 'train', row {bad}: cannot decode column "

@@ -28,11 +28,23 @@ def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
     return own, overrides
 
 
-def report_error(err: Exception) -> None:
+def report_error(err: BaseException) -> None:
     """`error: MESSAGE` as one write: the processes of a multi-process launch share one stderr, and a line written
-    in pieces (print writes the text, then the newline) can be cut into by another process's."""
+    in pieces (print writes the text, then the newline) can be cut into by another process's.
+
+    Then the tracebacks of `err` and of the exceptions it chains are dropped: their frames hold the failed run (its
+    model, data and DataLoader iterators), and an error re-raised from a DataLoader worker sits in a reference cycle
+    (torch's reraise frame holds the exception whose traceback holds that frame). Left to the garbage collector, a
+    caller that goes on in the same process (a notebook, the tests) keeps all of it until a later collection, which
+    then stalls 5 s per DataLoader worker (the collector finalises the iterator's queues before the iterator, which
+    then waits out its join timeout). Dropped here, the run is freed at once and its workers told to stop."""
     sys.stderr.write(f"error: {err}\n")
     sys.stderr.flush()
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        err.__traceback__ = None
+        err = err.__cause__ or err.__context__
 
 
 def positive_int(text: str) -> int:
