@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The test suite never touches the network; the 30 slowest tests are listed at the end. Two workers (pytest-xdist),
-# each taking whole files (a file's module fixtures are made once); WORKERS=0 runs in one process.
+# each taking whole files (a file's module fixtures are made once), slowest first (tests/conftest.py); WORKERS=0 runs
+# in one process.
 WORKERS ?= 2
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 $(BIN)/python -m pytest -q --durations=30 \
-		$(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadfile) $(ARGS)
+		$(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadfile --no-loadscope-reorder) $(ARGS)
 
 # One process (configs/accelerate/default.yaml: no "defaults used" block); -q: on a failure, our `error:` line and
 # exit 1, without accelerate's traceback. Several GPUs: make train LAUNCH=configs/accelerate/multi_gpu.yaml
