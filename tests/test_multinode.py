@@ -25,19 +25,17 @@ from safetensors.torch import load_file
 from .helpers import (
     ACCELERATE,
     GLOBAL_BATCH,
-    PYTHON,
     REPO,
     STEPS,
     TIMEOUT,
     TRAIN_IMAGES,
     assert_png,
-    check_ok,
     free_port,
     log_history,
     read_json,
-    run,
     subprocess_env,
     tiny_run_args,
+    train_in_process,
 )
 
 pytestmark = pytest.mark.slow  # two machines' launchers; `make test` runs it, `-m 'not slow'` skips it
@@ -121,11 +119,16 @@ def traced_machines(root: Path, run_args: list[str]) -> dict[int, list[list[int]
 
 @pytest.fixture(scope="module")
 def one_process_batches(tmp_path_factory, cifar10_path) -> list[list[int]]:
-    """The reference: one process, images in host memory, the same global batch: its training batches."""
+    """The reference: one process (this one), images in host memory, the same global batch: its training batches."""
+    from .trace_batches import trace_datasets
+
     root = tmp_path_factory.mktemp("one_process")
     (root / "trace").mkdir()
-    args = [*tiny_run_args(cifar10_path, root / "out"), *COMMON, "--dataset.storage", "host"]
-    check_ok(run([PYTHON, str(TRACE_SCRIPT), *args], VIT_SCRATCH_TRACE=str(root / "trace")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIT_SCRATCH_TRACE", str(root / "trace"))
+        patch.delenv("RANK", raising=False)
+        trace_datasets(patch.setattr)
+        assert train_in_process([*tiny_run_args(cifar10_path, root / "out"), *COMMON, "--dataset.storage", "host"]) == 0
     return training_batches(root / "trace", GLOBAL_BATCH)[0]
 
 

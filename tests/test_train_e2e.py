@@ -12,6 +12,7 @@ files named after each (test_resume_sigkill.py, test_preemption.py, test_nonfini
 import hashlib
 import importlib.util
 import json
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,7 +30,6 @@ from .helpers import (
     CPU_2PROC,
     EVAL_IMAGES,
     GLOBAL_BATCH,
-    PYTHON,
     REPO,
     STEPS,
     TINY_MODEL,
@@ -391,18 +391,20 @@ def test_push_to_hub_uploads_loadable_code_and_our_card_without_the_token(tmp_pa
 # ----------------------------------------------------------------------------------------------- 6. INI
 
 
-def test_older_projects_ini_runs_end_to_end_and_logs_its_mapping(tmp_path, cifar10_path):
+def test_older_projects_ini_runs_end_to_end_and_logs_its_mapping(tmp_path, cifar10_path, monkeypatch, caplog):
     out = tmp_path / "out"
-    proc = check_ok(run([PYTHON, str(REPO / "train.py"), str(SEED_INI), "-s", "3", "--training.max_steps", "2",
-                         "--dataset.name", str(cifar10_path), "--dataset.validation_size", "32",
-                         "--dataset.max_train_samples", str(TRAIN_IMAGES), "--dataset.max_eval_samples", "32",
-                         "--dataset.max_test_samples", "32",
-                         "--training.output_dir", str(out), *TINY_MODEL], cwd=tmp_path))  # INI's dir is ./datasets
+    monkeypatch.chdir(tmp_path)  # the INI's data folder is ./datasets
+    caplog.set_level(logging.INFO, logger="vit_scratch")
+    assert train_in_process([str(SEED_INI), "-s", "3", "--training.max_steps", "2",
+                             "--dataset.name", str(cifar10_path), "--dataset.validation_size", "32",
+                             "--dataset.max_train_samples", str(TRAIN_IMAGES), "--dataset.max_eval_samples", "32",
+                             "--dataset.max_test_samples", "32", "--training.output_dir", str(out), *TINY_MODEL]) == 0
+    logged = "\n".join(caplog.messages)
     for line in ("INI [dataset] name = 'CIFAR10' -> dataset.name = 'uoft-cs/cifar10'",
                  "INI [model] embed_dim = 256 -> model.hidden_size",
                  "INI [dataloader] batch_size = 32 -> training.per_device_train_batch_size",
                  "INI [dataset] num_classes = 10 -> model.num_labels"):
-        assert line in proc.stderr, line
+        assert line in logged, line
     results = read_json(out / "all_results.json")
     assert results["seed"] == 3 and results["world_size"] == 1 and "test_accuracy" in results
     experiment = read_json(out / "experiment.json")

@@ -303,11 +303,14 @@ def test_predict_matches_pipeline_in_csv_and_json(tiny_model, image_folder, tmp_
     assert no_temp_files(tmp_path)
 
 
-def test_predict_cli_prints_a_table_and_writes_attention_overlays(tiny_model, image_folder, tmp_path):
+def test_predict_cli_prints_a_table_and_writes_attention_overlays(tiny_model, image_folder, tmp_path, capsys):
+    """In this process (predict.py as a process: test_cli_argument_errors_exit_2_before_anything_loads)."""
+    from vit_scratch.cli import predict
+
     maps = tmp_path / "maps"
-    proc = check_ok(run("predict.py", str(tiny_model), str(image_folder / "sub"), str(image_folder / "a.png"),
-                        "--top-k", "2", "--attention-maps", str(maps)))
-    lines = proc.stdout.strip().splitlines()
+    assert predict.main([str(tiny_model), str(image_folder / "sub"), str(image_folder / "a.png"), "--top-k", "2",
+                         "--attention-maps", str(maps)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == [str(image_folder / "sub" / "a.png"),
                                                    str(image_folder / "sub" / "b.jpg"), str(image_folder / "a.png")]
     assert all(len(line.split()) == 5 for line in lines)  # path, then 2 x (label, score)

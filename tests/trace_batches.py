@@ -1,4 +1,5 @@
-"""`train.py`, with every dataset batch it reads written down: for the coverage test of a multi-process launch.
+"""`train.py`, with every dataset batch it reads written down: for the coverage test of a multi-process launch (and,
+through trace_datasets, of the one-process reference it is checked against, trained in the test's process).
 
 Each process (and each of its decode workers) appends one JSON line per batch to $VIT_SCRATCH_TRACE/rankR.jsonl:
 {"n": the dataset's length, "rows": the batch's indices into it}. Nothing else changes: the batch itself is the
@@ -26,10 +27,14 @@ def traced(method):
     return __getitems__
 
 
-for dataset in (storage.DeviceImageDataset, storage.HostImageDataset, storage.StreamImageDataset):
-    dataset.__getitems__ = traced(dataset.__getitems__)
+def trace_datasets(setattr=setattr) -> None:
+    """Every storage's dataset writes down its reads (`setattr`: a test's monkeypatch.setattr, to undo it)."""
+    for dataset in (storage.DeviceImageDataset, storage.HostImageDataset, storage.StreamImageDataset):
+        setattr(dataset, "__getitems__", traced(dataset.__getitems__))
+
 
 if __name__ == "__main__":
     import train
 
+    trace_datasets()
     sys.exit(train.main())
