@@ -193,8 +193,10 @@ def main(argv: list[str] | None = None, start: float | None = None) -> int:
             print(f"\n=== {variant['name']} ({row['path']}, budget {budget:.0f} s): {row['set']}", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 config = variant_config(sweep, variant, args.dataset, tmp, args.tiny)
-                run = run_once if row["path"] == "trainer" else run_bare
-                result = run(config, args.seed, budget, variant_start, reserve)
+                if row["path"] == "trainer":  # its folder is thrown away: no model, figures or card
+                    result = run_once(config, args.seed, budget, variant_start, reserve, report=False)
+                else:
+                    result = run_bare(config, args.seed, budget, variant_start, reserve)
             result.pop("crossed", None)
             row.update(result)
             print(f"=== {variant['name']}: test {result['test_accuracy']}, validation {result['eval_accuracy']}, "

@@ -73,11 +73,12 @@ class Budget(TrainerCallback):
         self.steps, self.max_steps, self.epochs = state.global_step, state.max_steps, state.epoch
 
 
-def run_once(config: dict, seed: int, budget_s: float, start: float, reserve_s: float) -> dict:
-    """One training run; the budget counts from `start` (perf_counter) to the end of the test evaluation."""
+def run_once(config: dict, seed: int, budget_s: float, start: float, reserve_s: float, report: bool = True) -> dict:
+    """One training run; the budget counts from `start` (perf_counter) to the end of the test evaluation. Without
+    `report` (an output folder thrown away afterwards) the run writes no model, figures or card."""
     experiment = build_experiment(config, seed=seed)
     budget = Budget(start, start + budget_s - reserve_s)
-    results = train_and_evaluate(experiment, callbacks=(budget,))
+    results = train_and_evaluate(experiment, callbacks=(budget,), report=report)
     wall = time.perf_counter() - start
     crossed = {t: next(((s, step) for s, step, acc in budget.curve if acc >= t), None) for t in THRESHOLDS}
     return {"seed": seed, "curve": budget.curve, "crossed": crossed, "test_accuracy": results.get("test_accuracy"),
@@ -172,7 +173,8 @@ def main():
         start = START if i == 0 else time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             seeded = apply_overrides(config, overrides + [("training.output_dir", args.output_dir or out)])
-            result = run_once(seeded, seed, args.budget_minutes * 60, start, args.reserve_seconds)
+            result = run_once(seeded, seed, args.budget_minutes * 60, start, args.reserve_seconds,
+                              report=bool(args.output_dir))  # a temporary folder: nothing to write
         runs.append(result)
         print_run(result)
 

@@ -4,6 +4,7 @@ the others. bench/steps.py's bare loop (the Trainer's yardstick) learns."""
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,32 @@ def sweep(path: Path, out_dir: Path, cifar10_path: Path, capsys) -> tuple[int, s
     return status, capsys.readouterr().out
 
 
+@pytest.fixture
+def variant_folders(monkeypatch) -> list[list[str]]:
+    """What each variant's temporary output folder holds when the sweep deletes it, in order."""
+    import sweep as sweep_module
+
+    held = []
+
+    class Recorded(tempfile.TemporaryDirectory):
+        def __exit__(self, *exc):
+            held.append(sorted(p.name for p in Path(self.name).iterdir()))
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(sweep_module.tempfile, "TemporaryDirectory", Recorded)
+    return held
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path, capsys):
+def test_committed_sweep_runs_tiny(tmp_path, cifar10_path, path, capsys, variant_folders):
     assert SWEEPS, "bench/sweeps/ holds no sweep"
     status, out = sweep(path, tmp_path, cifar10_path, capsys)
     assert status == 0
     report = json.loads((tmp_path / "sweep.json").read_text())
     names = [v["name"] for v in json.loads(path.read_text())["variants"]]
     assert [row["name"] for row in report["variants"]] == names and report["tiny"] is True
+    # A variant's folder is thrown away: it gets no model, figures or card (only its config, as every run does).
+    assert variant_folders == [["experiment.json"] if row["path"] == "trainer" else [] for row in report["variants"]]
     for row in report["variants"]:
         assert "error" not in row, row
         for key in ("test_accuracy", "eval_accuracy", "train_clean_accuracy"):

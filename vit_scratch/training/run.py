@@ -47,8 +47,11 @@ PREVIEW_FILE = "augmentation_preview.png"
 CLEAN_TRAIN_IMAGES = 10_000  # training images the final model is evaluated on, un-augmented (the fit diagnosis)
 
 
-def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: tuple = ()) -> dict:
-    """Train, evaluate on validation and test, save and report; `callbacks` are extra TrainerCallbacks."""
+def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: tuple = (),
+                       report: bool = True) -> dict:
+    """Train, evaluate on validation and test, save and report; `callbacks` are extra TrainerCallbacks. Without
+    `report` (a benchmark whose output folder is thrown away), the results only: no augmentation preview, final
+    model, figures, examples or card are written."""
     args = experiment.training
     checkpoint = check_output_dir(experiment, resume)
     pretrained = load_weights(experiment)  # before the data: a bad source fails first, and it decides the architecture
@@ -59,10 +62,12 @@ def train_and_evaluate(experiment: Experiment, resume: bool = False, callbacks: 
     model = build_model(with_labels(model_config, data.class_names), pretrained, checkpoint)
     del pretrained  # the checkpoint's own copy of the weights is no longer needed
     trainer = build_trainer(experiment, model, data, storage, callbacks)
-    start_output(trainer, experiment, data, storage, checkpoint)
+    start_output(trainer, experiment, data, storage, checkpoint, preview=report)
     results = train(trainer, checkpoint)
     evaluation, test = evaluate_all(trainer, data, storage)
     results |= evaluation | run_facts(args, model, data)
+    if not report:
+        return results
     save_and_report(trainer, experiment, data, results, test)
     if args.push_to_hub:
         trainer.push_to_hub(commit_message="End of training")
@@ -164,9 +169,9 @@ def build_image_processor(config: ViTScratchConfig, data: ImageData) -> ViTImage
 
 
 def start_output(trainer: ViTScratchTrainer, experiment: Experiment, data: ImageData, storage: str,
-                 checkpoint: Path | None) -> None:
+                 checkpoint: Path | None, preview: bool = True) -> None:
     """Once every process has checked output_dir, rank 0 logs what is about to run, warns when the disk looks too
-    small for the run's checkpoints, and writes experiment.json and the augmentation preview."""
+    small for the run's checkpoints, and writes experiment.json and (with `preview`) the augmentation preview."""
     args = trainer.args
     output_dir = Path(args.output_dir)
     # Every process checks output_dir (check_output_dir) before the first one writes into it: without this barrier
@@ -180,8 +185,9 @@ def start_output(trainer: ViTScratchTrainer, experiment: Experiment, data: Image
     with failed_writes_end_the_run(output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / EXPERIMENT_FILE, experiment.raw)
-        plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
-                                  output_dir / PREVIEW_FILE)
+        if preview:
+            plot_augmentation_preview(trainer.augment, data.train.images, data.train.labels, data.class_names,
+                                      output_dir / PREVIEW_FILE)
 
 
 def startup_summary(experiment: Experiment, data: ImageData, trainer: ViTScratchTrainer,
