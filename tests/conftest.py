@@ -15,11 +15,12 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # `make test` runs two workers on the m
 
 import pytest  # noqa: E402
 
+from . import faults_harness  # noqa: E402
 from .helpers import CIFAR10, PYTHON, REPO, check_ok, run, subprocess_env, tiny_run_args  # noqa: E402,F401
 
 # `make test`'s two workers take whole files in the order collected (--dist loadfile --no-loadscope-reorder): the
 # slowest files first, so that the two end together (one taken last would leave the other worker idle), then the rest
-# in name order. Measured seconds per file under `make test` (2 cores), slowest first; a stale list only costs time.
+# in name order. Ordered by the seconds each file took under `make test` (2 cores); a stale list only costs time.
 SLOWEST_FIRST = ["test_preemption.py", "test_multinode.py", "test_train_e2e.py", "test_write_failures.py",
                  "test_demo.py", "test_sweep.py", "test_export.py", "test_resume_sigkill.py",
                  "test_damaged_checkpoints.py", "test_validate_predict.py", "test_storage.py", "test_structure.py"]
@@ -82,12 +83,10 @@ def python_run(tmp_path_factory, cifar10_path) -> Path:
 # Session-wide: several test files compare against the same uninterrupted reference runs (faults_harness).
 
 
-def _reference_run(tmp_path_factory, cifar10_path, name: str, *layers: str):
-    from . import faults_harness as h
-
+def _reference_run(tmp_path_factory, cifar10_path, name: str, *layers: dict):
     def build(root: Path):
-        h.finished(h.train_run(h.write_config(root, cifar10_path, *(getattr(h, layer) for layer in layers)),
-                               root / "out"))
+        h = faults_harness
+        h.finished(h.train_run(h.write_config(root, cifar10_path, *layers), root / "out"))
 
     yield from shared_run(tmp_path_factory, name, build)
 
@@ -95,19 +94,19 @@ def _reference_run(tmp_path_factory, cifar10_path, name: str, *layers: str):
 @pytest.fixture(scope="session")
 def every_step_run(tmp_path_factory, cifar10_path) -> Path:
     """The uninterrupted reference: a checkpoint after each of the 10 steps."""
-    yield from _reference_run(tmp_path_factory, cifar10_path, "every_step", "EVERY_STEP")
+    yield from _reference_run(tmp_path_factory, cifar10_path, "every_step", faults_harness.EVERY_STEP)
 
 
 @pytest.fixture(scope="session")
 def best_run(tmp_path_factory, cifar10_path) -> Path:
     """The uninterrupted reference with load_best_model_at_end (checkpoints and evaluations at steps 5, 10)."""
-    yield from _reference_run(tmp_path_factory, cifar10_path, "best", "BEST_AT_END")
+    yield from _reference_run(tmp_path_factory, cifar10_path, "best", faults_harness.BEST_AT_END)
 
 
 @pytest.fixture(scope="session")
 def ema_run(tmp_path_factory, cifar10_path) -> Path:
     """The uninterrupted reference with training.ema_decay: a checkpoint after each of the 10 steps."""
-    yield from _reference_run(tmp_path_factory, cifar10_path, "ema", "EVERY_STEP", "EMA")
+    yield from _reference_run(tmp_path_factory, cifar10_path, "ema", faults_harness.EVERY_STEP, faults_harness.EMA)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ MACHINES = 2  # one process each
 TRACE_SCRIPT = REPO / "tests" / "trace_batches.py"
 EPOCHS = 2
 LAST = EPOCHS * STEPS  # 8 steps of 2 x 8 images, a checkpoint (and an evaluation) after each epoch
+CHECKPOINTS = [f"checkpoint-{step}" for step in range(STEPS, LAST + 1, STEPS)]  # save_total_limit 2 keeps both
 # Two epochs; the splits' lengths (32 validation and test images, 64 training) tell the training batches apart in
 # the traces. With an average of the weights, every process keeps its own and evaluates its shard of the validation
 # set with it: batches of 16, so each process evaluates 16 real images (never only padding).
@@ -158,7 +159,7 @@ def relative_run(tmp_path_factory, cifar10_path) -> tuple[Path, dict]:
 
 
 def best_step(out: Path) -> int:
-    return int(read_json(out / "trainer_state.json")["best_model_checkpoint"].rsplit("-", 1)[1])
+    return read_json(out / "trainer_state.json")["best_global_step"]
 
 
 def test_two_machines_train_one_data_parallel_run(multi_node_run):
@@ -192,15 +193,14 @@ def test_every_machine_evaluates_with_the_average(multi_node_run):
 
 def test_the_shared_output_folder_is_written_once(multi_node_run):
     out, root, _ = multi_node_run
-    checkpoints = [f"checkpoint-{step}" for step in range(STEPS, LAST + 1, STEPS)]  # save_total_limit 2 keeps both
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert [f for f in files if f.endswith(".safetensors")] == [
-        *(f"{c}/{name}.safetensors" for c in checkpoints for name in ("model", "training_weights")),
+        *(f"{c}/{name}.safetensors" for c in CHECKPOINTS for name in ("model", "training_weights")),
         "model.safetensors"]
     assert [f for f in files if f.endswith("all_results.json")] == ["all_results.json"]
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == checkpoints
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == CHECKPOINTS
     # Each process saves its own RNG state into each checkpoint (the one file rank 1 writes): resuming needs both.
-    assert [f for f in files if "rng_state" in f] == [f"{c}/rng_state_{r}.pth" for c in checkpoints
+    assert [f for f in files if "rng_state" in f] == [f"{c}/rng_state_{r}.pth" for c in CHECKPOINTS
                                                       for r in range(MACHINES)]
     # No temp files (atomic writes: `.NAME.*.tmp`) or other leftovers of two writers.
     assert not [f for f in files if f.endswith(".tmp") or Path(f).name.startswith(".")], files
@@ -226,7 +226,7 @@ def test_the_second_machine_writes_only_its_rng_state(multi_node_run, relative_r
     root, _ = relative_run
     written = [sorted(p.relative_to(root / f"machine{rank}").as_posix()
                       for p in (root / f"machine{rank}").rglob("*") if p.is_file()) for rank in range(MACHINES)]
-    assert written[1] == [f"out/checkpoint-{step}/rng_state_1.pth" for step in range(STEPS, LAST + 1, STEPS)]
+    assert written[1] == [f"out/{c}/rng_state_1.pth" for c in CHECKPOINTS]
     assert {"out/model.safetensors", "out/all_results.json", f"out/checkpoint-{LAST}/rng_state_0.pth",
             f"out/checkpoint-{LAST}/model.safetensors"} <= set(written[0])
     # The same training as the shared run's (another storage, the same numbers): its final model (without
