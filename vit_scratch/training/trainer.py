@@ -194,8 +194,6 @@ class ViTScratchTrainer(Trainer):
         self._flops_per_input = None
         self._writing: Path | None = None  # the checkpoint folder being written, until its on_save
         self._manifest: ManifestWriter | None = None  # the newest checkpoint's, being written
-        for dataset in (self.train_dataset, *self._eval_datasets()):
-            self._on_device(dataset)
         self.label_smoother = None  # folded into the augmentation's soft targets (see vit_scratch/augment.py)
         self._first_nonfinite_step = torch.tensor(-1, device=device)
         self.add_callback(NonFiniteLossCallback(self))
@@ -385,11 +383,6 @@ class ViTScratchTrainer(Trainer):
             dataset.to(self.args.device)
         return dataset
 
-    def _eval_datasets(self) -> list:
-        if isinstance(self.eval_dataset, dict):
-            return list(self.eval_dataset.values())
-        return [self.eval_dataset] if self.eval_dataset is not None else []
-
     # ---- saving
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -399,9 +392,11 @@ class ViTScratchTrainer(Trainer):
         what load_best_model_at_end and a push take); the weights training goes on from are saved first, beside it."""
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
         if target.resolve() == Path(self.args.output_dir).resolve():
-            self._save_final_model(target)
-            if self.args.push_to_hub and not _internal_call:
-                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+            self._save_final_model(target)  # pushed once, after the report (run.py), never before the card exists
+            return
+        if not (target.parent.resolve() == Path(self.args.output_dir).resolve()
+                and target.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-")):
+            super().save_model(str(target), _internal_call)  # another folder: a plain save, nothing of a checkpoint
             return
         self.finish_manifest()  # the previous checkpoint's, before this save's rotation may remove its folder
         self._writing = target
